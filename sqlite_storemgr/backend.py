@@ -1,0 +1,303 @@
+"""Storm's SQLite backend, rebuilt on pysqlite3 for concurrent use.
+
+Differences from `storm.databases.sqlite`, each for a reason:
+
+- the driver is `pysqlite3.dbapi2`, which bundles a current SQLite;
+- a transaction whose first statement writes begins ``BEGIN IMMEDIATE``, so it
+  never has to upgrade a read snapshot to a write lock (which SQLite refuses at
+  once when another connection committed meanwhile); ``begin_write()`` does the
+  same explicitly for a unit of work that reads first;
+- Storm's per-statement 0.1 s retry loop is gone: a busy error is raised at
+  once, after SQLite's own busy wait, with ``busy_phase`` saying where it
+  happened ("begin", "commit", "transaction" or "read"), so a lock policy can
+  roll back and re-run the whole unit;
+- the raw connection is not wrapped in Storm's ``ConnectionWrapper``, which
+  builds a ``functools.wraps`` wrapper on every attribute access; errors are
+  translated to Storm's exception types here instead;
+- read-only connections (``PRAGMA query_only``) never open a transaction
+  outside an explicit read; they fetch each result whole so that no statement
+  keeps a snapshot (and the WAL) pinned between calls;
+- ``sqlite:`` is one in-memory database shared by every connection of the
+  `SQLiteDatabase` (SQLite's ``memdb`` VFS), alive until `dispose()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+import pysqlite3.dbapi2 as dbapi
+import storm.exceptions as storm_errors
+from storm.database import Database, register_scheme
+from storm.databases.sqlite import SQLiteConnection as StormSQLiteConnection
+from storm.tracer import _tracers, trace
+from storm.uri import URI
+
+from .errors import ReadOnlyStoreError
+from .uri import SQLiteConfig, config_from_storm_uri
+
+__all__ = ["SQLiteDatabase", "SQLiteConnection", "register", "connections_opened",
+           "busy_phase", "BUSY_BEGIN", "BUSY_COMMIT", "BUSY_TRANSACTION", "BUSY_READ"]
+
+BUSY_BEGIN = "begin"              # waiting for the write lock at BEGIN IMMEDIATE
+BUSY_COMMIT = "commit"            # COMMIT could not get the lock it needs
+BUSY_TRANSACTION = "transaction"  # a statement inside an open transaction (stale snapshot)
+BUSY_READ = "read"                # an autocommit statement
+
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+_READONLY_CODE = 8    # SQLITE_READONLY (query_only)
+_READ_KEYWORDS = ("SELECT", "VALUES", "EXPLAIN", "WITH")
+
+_opened = itertools.count(1)
+_last_opened = 0
+
+
+def connections_opened() -> int:
+    """How many raw connections this backend has opened in this process."""
+    return _last_opened
+
+
+def busy_phase(error: BaseException) -> str | None:
+    """Where a "database is locked" error happened, or None if it is not one."""
+    return getattr(error, "busy_phase", None)
+
+
+def is_write_statement(statement: str) -> bool:
+    """True unless the statement only reads (a SELECT, or a PRAGMA that sets nothing)."""
+    head = statement.lstrip()[:7].upper()
+    if head.startswith(_READ_KEYWORDS):
+        return False
+    if head.startswith("PRAGMA"):
+        return "=" in statement
+    return True
+
+
+class _FetchedCursor:
+    """The rows of a finished statement, served like a DB-API cursor."""
+
+    arraysize = 10
+
+    def __init__(self, cursor: Any):
+        self._rows = cursor.fetchall()
+        self._position = 0
+        self.description = cursor.description
+        self.rowcount = cursor.rowcount
+        self.lastrowid = cursor.lastrowid
+
+    def fetchone(self) -> Any:
+        if self._position < len(self._rows):
+            self._position += 1
+            return self._rows[self._position - 1]
+        return None
+
+    def fetchmany(self, size: int | None = None) -> list:
+        start = self._position
+        self._position = min(len(self._rows), start + (size or self.arraysize))
+        return self._rows[start:self._position]
+
+    def fetchall(self) -> list:
+        start, self._position = self._position, len(self._rows)
+        return self._rows[start:]
+
+    def close(self) -> None:
+        self._rows = []
+
+
+class SQLiteConnection(StormSQLiteConnection):
+    """A Storm connection that owns its transactions and classifies busy errors."""
+
+    _in_transaction = False
+    _wrote = False
+
+    def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
+        self.read_only = read_only
+        self._database = database
+        self._event = event
+        self._raw_connection = database.raw_connect(read_only=read_only)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    @property
+    def has_uncommitted_writes(self) -> bool:
+        """True when the open transaction has executed a statement that writes."""
+        return self._in_transaction and self._wrote
+
+    def begin_write(self) -> None:
+        """Open a write transaction now (``BEGIN IMMEDIATE``), waiting for the lock."""
+        if self.read_only:
+            raise ReadOnlyStoreError(self._database.read_only_message)
+        self._begin("BEGIN IMMEDIATE")
+
+    def begin_read(self) -> None:
+        """Open a deferred transaction: one consistent snapshot from its first read."""
+        self._begin("BEGIN")
+
+    def _begin(self, statement: str) -> None:
+        self._ensure_connected()
+        self._execute_raw(statement, ())
+        self._in_transaction = True
+        self._wrote = False
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long SQLite waits for a lock in the next statements."""
+        self._execute_raw("PRAGMA busy_timeout = %d" % max(0, int(seconds * 1000)), ())
+
+    def raw_execute(self, statement: str, params: Any = None, _end: bool = False) -> Any:
+        writes = is_write_statement(statement)
+        if writes and self.read_only:
+            raise ReadOnlyStoreError(self._database.read_only_message)
+        if not self._in_transaction and not self.read_only:
+            self._begin("BEGIN IMMEDIATE" if writes else "BEGIN")
+        if writes:
+            self._wrote = True
+        args = tuple(self.to_database(params)) if params else ()
+        if not _tracers:
+            cursor = self._execute_raw(statement, args)
+        else:
+            cursor = self._traced_execute(statement, params, args)
+        if self.read_only and not self._in_transaction:
+            return _FetchedCursor(cursor)
+        return cursor
+
+    def _execute_raw(self, statement: str, args: tuple) -> Any:
+        cursor = self._raw_connection.cursor()
+        try:
+            cursor.execute(statement, args)
+        except dbapi.Error as error:
+            raise self._translate(error, statement) from None
+        return cursor
+
+    def _traced_execute(self, statement: str, params: Any, args: tuple) -> Any:
+        cursor = self._raw_connection.cursor()
+        trace("connection_raw_execute", self, cursor, statement, params or ())
+        try:
+            cursor.execute(statement, args)
+        except dbapi.Error as error:
+            trace("connection_raw_execute_error", self, cursor, statement, params or (), error)
+            raise self._translate(error, statement) from None
+        trace("connection_raw_execute_success", self, cursor, statement, params or ())
+        return cursor
+
+    def commit(self, xid: Any = None) -> None:
+        try:
+            self._ensure_connected()
+            if self._in_transaction:
+                self._execute_raw("COMMIT", ())
+                self._in_transaction = False
+                self._wrote = False
+        finally:
+            trace("connection_commit", self, xid)
+
+    def rollback(self, xid: Any = None) -> None:
+        try:
+            if self._in_transaction and self._raw_connection is not None:
+                self._in_transaction = False
+                self._wrote = False
+                if self._raw_connection.in_transaction:
+                    self._execute_raw("ROLLBACK", ())
+        finally:
+            trace("connection_rollback", self, xid)
+
+    def _check_disconnect(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("extra_disconnection_errors", None)
+        try:
+            return function(*args, **kwargs)
+        except dbapi.Error as error:
+            raise self._translate(error, "") from None
+
+    def _translate(self, error: dbapi.Error, statement: str) -> Exception:
+        """Storm's exception type for a DB-API error, with ``busy_phase`` when busy."""
+        code = getattr(error, "sqlite_errorcode", None)
+        if code == _READONLY_CODE and self.read_only:
+            return ReadOnlyStoreError(self._database.read_only_message)
+        wrapped = self._database.wrap_dbapi_error(error)
+        if code in _BUSY_CODES:
+            head = statement.lstrip()[:8].upper()
+            if head.startswith("BEGIN"):
+                wrapped.busy_phase = BUSY_BEGIN
+            elif head.startswith(("COMMIT", "END")):
+                wrapped.busy_phase = BUSY_COMMIT
+            elif self._in_transaction:
+                wrapped.busy_phase = BUSY_TRANSACTION
+            else:
+                wrapped.busy_phase = BUSY_READ
+        return wrapped
+
+
+class SQLiteDatabase(Database):
+    """A SQLite database for Storm on pysqlite3; see the module docstring."""
+
+    connection_factory = SQLiteConnection
+    _exception_module = dbapi
+    read_only_message = (
+        "this store is read-only; write with submit_write(fn) or a write() block")
+
+    def __init__(self, uri: URI | SQLiteConfig | str | None = None):
+        if isinstance(uri, str):
+            uri = URI(uri)
+        config = uri if isinstance(uri, SQLiteConfig) else config_from_storm_uri(uri)
+        super().__init__(uri if isinstance(uri, URI) else None)
+        self.config = config
+        self._filename = config.path or ":memory:"
+        self._timeout = config.timeout
+        self._wrapper_types: dict[type, type] = {}
+        self._memory_keeper = None
+        if config.in_memory:
+            self._target = f"file:/storemgr-{uuid.uuid4().hex}?vfs=memdb"
+            self._memory_keeper = self.raw_connect()
+        else:
+            self._target = config.path
+
+    def connect(self, event: Any = None, read_only: bool = False) -> SQLiteConnection:
+        return SQLiteConnection(self, event, read_only=read_only)
+
+    def raw_connect(self, read_only: bool = False) -> Any:
+        """A configured pysqlite3 connection (autocommit mode: we issue BEGIN ourselves)."""
+        global _last_opened
+        config = self.config
+        try:
+            raw = dbapi.connect(self._target, timeout=config.timeout, isolation_level=None,
+                                check_same_thread=False, uri=config.in_memory)
+            # Values below come from the validated config (fixed word lists), never raw URI text.
+            if config.journal_mode is not None and not read_only:
+                raw.execute("PRAGMA journal_mode = %s" % config.journal_mode).fetchall()
+            if config.synchronous is not None:
+                raw.execute("PRAGMA synchronous = %s" % config.synchronous)
+            if config.foreign_keys is not None:
+                raw.execute("PRAGMA foreign_keys = %s" % config.foreign_keys)
+            if read_only:
+                raw.execute("PRAGMA query_only = 1")
+        except dbapi.Error as error:
+            raise self.wrap_dbapi_error(error, f"cannot open {config.describe()}: ") from None
+        _last_opened = next(_opened)
+        return raw
+
+    def wrap_dbapi_error(self, error: dbapi.Error, prefix: str = "") -> Exception:
+        """The Storm exception (DB-API type and Storm type combined) for ``error``."""
+        error_type = type(error)
+        wrapper = self._wrapper_types.get(error_type)
+        if wrapper is None:
+            wrapper = next((storm_type for storm_type in storm_errors._wrapped_exception_types
+                            if issubclass(error_type, getattr(dbapi, storm_type.__name__))),
+                           storm_errors.Error)
+            self._wrapper_types[error_type] = wrapper
+        wrapped = self._wrap_exception(wrapper, error)
+        if prefix:
+            wrapped.args = (prefix + str(error),)
+        for name in ("sqlite_errorcode", "sqlite_errorname"):
+            setattr(wrapped, name, getattr(error, name, None))
+        return wrapped
+
+    def dispose(self) -> None:
+        """Release the in-memory database (a no-op for a file)."""
+        if self._memory_keeper is not None:
+            self._memory_keeper.close()
+            self._memory_keeper = None
+
+
+def register() -> None:
+    """Make this backend Storm's handler for ``sqlite:`` URIs."""
+    register_scheme("sqlite", SQLiteDatabase)

@@ -1,0 +1,52 @@
+"""The exception types of sqlite_storemgr.
+
+Every error the library raises on its own account derives from
+`StoreManagerError`, except `DatabaseLockedError`, which derives from Storm's
+`OperationalError` so that code catching Storm's "database is locked" keeps
+working.
+"""
+
+from __future__ import annotations
+
+from storm.exceptions import OperationalError
+
+
+class StoreManagerError(Exception):
+    """Base class of the errors raised by sqlite_storemgr itself."""
+
+
+class ConfigError(StoreManagerError, ValueError):
+    """A bad URI or option; the message names the option, the value and what is allowed."""
+
+
+class DatabaseLockedError(OperationalError):
+    """The write lock could not be had within the deadline set by ``timeout``."""
+
+    def __init__(self, message: str, waited: float = 0.0, attempts: int = 0):
+        super().__init__(message)
+        self.waited = waited
+        self.attempts = attempts
+
+
+class ReadOnlyStoreError(StoreManagerError):
+    """A write through a store that is read-only under the configured strategy."""
+
+
+class ManagerClosedError(StoreManagerError):
+    """The manager (or one of its databases) was used after ``close()``."""
+
+
+class WrongThreadError(StoreManagerError):
+    """A per-thread store was used from a thread that did not create it."""
+
+
+class NestedWriteError(StoreManagerError):
+    """A write unit was started while the thread's store holds uncommitted changes."""
+
+
+class QueueFullError(StoreManagerError):
+    """The writer queue stayed full for the whole ``timeout``: the writer cannot keep up."""
+
+
+class WriterBrokenError(StoreManagerError):
+    """The writer thread died; pending units failed with the cause given as ``__cause__``."""

@@ -1,0 +1,174 @@
+"""Parse and validate database URIs into a frozen, typed configuration.
+
+Parsing is pure: it opens nothing and creates nothing on disk.  Every option
+value is checked against its allowed set here, so no text from a URI ever
+reaches SQL unchecked (Storm's own backend pastes pragma values into SQL).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
+from urllib.parse import unquote
+
+from storm.uri import URI
+
+from .errors import ConfigError
+
+STRATEGIES = ("queue", "single", "mutex", "threadlocal")
+LOCK_POLICIES = ("retry", "retry_commit", "rollback")
+JOURNAL_MODES = ("wal", "delete", "truncate", "persist", "memory", "off")
+SYNCHRONOUS = ("off", "normal", "full", "extra")
+FOREIGN_KEYS = ("on", "off")
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_BATCH = 256
+DEFAULT_QUEUE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class SQLiteConfig:
+    """Everything a `sqlite:` URI says, validated.
+
+    ``path`` is None for the in-memory database.  A pragma left as None is not
+    set on connect (SQLite's own default stays), which is how plain Storm URIs
+    behave; the manager fills in the durable defaults of DESIGN.md.
+    """
+
+    path: str | None
+    timeout: float = DEFAULT_TIMEOUT
+    strategy: str = "queue"
+    on_locked: str = "retry"
+    journal_mode: str | None = "wal"
+    synchronous: str | None = "full"
+    foreign_keys: str | None = "on"
+    batch: int = DEFAULT_BATCH
+    queue_size: int = DEFAULT_QUEUE_SIZE
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path is None
+
+    def describe(self) -> str:
+        """The database for messages: its path, or 'the in-memory database'."""
+        return "the in-memory database" if self.path is None else repr(self.path)
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
+    def check(option: str, value: str) -> str:
+        lowered = value.lower()
+        if lowered not in allowed:
+            raise ConfigError(
+                f"option {option}={value!r} is not allowed; "
+                f"use one of: {', '.join(allowed)}")
+        return lowered
+    return check
+
+
+def _seconds(option: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"option {option}={value!r} is not allowed; "
+            f"use a number of seconds >= 0, e.g. {option}=0.3")
+    return seconds
+
+
+def _positive_int(option: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            f"option {option}={value!r} is not allowed; "
+            f"use a whole number >= 1, e.g. {option}=100")
+    return int(value)
+
+
+_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
+    "timeout": _seconds,
+    "strategy": _choice(STRATEGIES),
+    "on_locked": _choice(LOCK_POLICIES),
+    "journal_mode": _choice(JOURNAL_MODES),
+    "synchronous": _choice(SYNCHRONOUS),
+    "foreign_keys": _choice(FOREIGN_KEYS),
+    "batch": _positive_int,
+    "queue_size": _positive_int,
+}
+
+
+def _split_options(uri: str, query: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in query.split("&"):
+        key, sep, value = pair.partition("=")
+        key, value = unquote(key), unquote(value)
+        if not sep or not key:
+            raise ConfigError(f"malformed option {pair!r} in {uri!r}; use name=value")
+        if key in options:
+            raise ConfigError(f"option {key!r} is given more than once in {uri!r}")
+        options[key] = value
+    return options
+
+
+def validate_options(options: Mapping[str, str], *, storm_defaults: bool = False) -> dict:
+    """Check every option and return the typed values as config field names.
+
+    With ``storm_defaults`` the pragmas not given stay None (SQLite's defaults),
+    as a plain Storm URI expects.
+    """
+    values: dict[str, object] = {}
+    if storm_defaults:
+        values.update(journal_mode=None, synchronous=None, foreign_keys=None)
+    for key, value in options.items():
+        check = _OPTIONS.get(key)
+        if check is None:
+            raise ConfigError(
+                f"unknown option {key!r}; known options: {', '.join(_OPTIONS)}")
+        if "\x00" in value:
+            raise ConfigError(f"option {key} has a NUL character in its value")
+        values[key] = check(key, value)
+    return values
+
+
+def _check_path(uri: str, database: str | None) -> str | None:
+    if database in (None, "", ":memory:"):
+        return None
+    if "\x00" in database:
+        raise ConfigError(f"the path in {uri!r} has a NUL character")
+    return database
+
+
+def parse_uri(uri: str) -> SQLiteConfig:
+    """Parse a `sqlite:` URI with the manager's defaults (WAL, synchronous=full)."""
+    if not isinstance(uri, str):
+        raise ConfigError(f"a database URI must be a string, not {type(uri).__name__}")
+    scheme, colon, rest = uri.partition(":")
+    if not colon or not scheme:
+        raise ConfigError(f"{uri!r} is not a database URI; use e.g. sqlite:app.db")
+    if scheme in ("postgres", "postgresql"):
+        raise ConfigError(
+            f"{scheme}:// URIs are not supported yet; use a sqlite: URI")
+    if scheme != "sqlite":
+        raise ConfigError(f"unknown scheme {scheme!r} in {uri!r}; use sqlite:")
+    rest, question, query = rest.partition("?")
+    options = _split_options(uri, query) if question else {}
+    if question and not query:
+        raise ConfigError(f"{uri!r} ends with '?' but gives no option")
+    if rest.startswith("//") and not rest.startswith("///"):
+        raise ConfigError(
+            f"{uri!r} names a host; SQLite URIs take a path: sqlite:relative.db, "
+            "sqlite:///relative.db, sqlite:/abs/path.db or sqlite:////abs/path.db")
+    try:
+        parsed = URI(f"sqlite:{rest}")
+    except Exception as error:  # Storm raises several types for a bad URI
+        raise ConfigError(f"{uri!r} is not a valid URI: {error}") from None
+    return SQLiteConfig(path=_check_path(uri, parsed.database), **validate_options(options))
+
+
+def config_from_storm_uri(uri: URI) -> SQLiteConfig:
+    """The config of a Storm URI object, as Storm's own SQLite backend reads one."""
+    if uri.host:
+        raise ConfigError(f"a SQLite URI takes no host (got {uri.host!r})")
+    config = SQLiteConfig(path=_check_path(str(uri), uri.database))
+    return replace(config, **validate_options(uri.options, storm_defaults=True))
