@@ -141,6 +141,22 @@ class SQLiteConnection(StormSQLiteConnection):
         self._in_transaction = True
         self._wrote = False
 
+    def savepoint(self) -> None:
+        """Open the savepoint that isolates one unit of a group commit."""
+        self._execute_raw("SAVEPOINT storemgr_unit", ())
+
+    def release_savepoint(self) -> None:
+        self._execute_raw("RELEASE storemgr_unit", ())
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo the unit's statements and close its savepoint."""
+        self._execute_raw("ROLLBACK TO storemgr_unit", ())
+        self._execute_raw("RELEASE storemgr_unit", ())
+
+    def data_version(self) -> int:
+        """SQLite's counter that changes when another connection commits."""
+        return self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
+
     def set_busy_timeout(self, seconds: float) -> None:
         """How long SQLite waits for a lock in the next statements."""
         self._execute_raw("PRAGMA busy_timeout = %d" % max(0, int(seconds * 1000)), ())

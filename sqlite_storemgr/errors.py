@@ -44,6 +44,10 @@ class NestedWriteError(StoreManagerError):
     """A write unit was started while the thread's store holds uncommitted changes."""
 
 
+class StrategyError(StoreManagerError):
+    """An operation that the configured strategy does not offer (the message says what to use)."""
+
+
 class QueueFullError(StoreManagerError):
     """The writer queue stayed full for the whole ``timeout``: the writer cannot keep up."""
 

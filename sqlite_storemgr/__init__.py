@@ -1,0 +1,78 @@
+"""Thread-safe Storm stores on SQLite: per-thread stores, a writer queue, lock policies.
+
+The module-level functions act on one default `StoreManager`::
+
+    import sqlite_storemgr as sm
+    sm.configure("main", "sqlite:app.db?strategy=queue&timeout=0.3")
+    sm.submit_write(lambda store: store.execute("INSERT ...")).result()
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import Any, Callable, TypeVar
+
+from storm.store import Store
+
+from .errors import (
+    ConfigError, DatabaseLockedError, ManagerClosedError, NestedWriteError, QueueFullError,
+    ReadOnlyStoreError, StoreManagerError, StrategyError, WriterBrokenError, WrongThreadError)
+from .manager import StoreManager
+from .uri import SQLiteConfig, parse_uri
+
+__all__ = [
+    "StoreManager", "SQLiteConfig", "parse_uri",
+    "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
+    "stats", "close", "default_manager",
+    "ConfigError", "DatabaseLockedError", "ManagerClosedError", "NestedWriteError",
+    "QueueFullError", "ReadOnlyStoreError", "StoreManagerError", "StrategyError",
+    "WriterBrokenError", "WrongThreadError",
+]
+
+T = TypeVar("T")
+
+_default = StoreManager()
+
+
+def default_manager() -> StoreManager:
+    """The manager behind the module-level functions."""
+    return _default
+
+
+def configure(name: str, uri: str) -> None:
+    _default.configure(name, uri)
+
+
+def get_store(name: str | None = None) -> Store:
+    return _default.get_store(name)
+
+
+def submit_write(fn: Callable[..., T], *args: Any, name: str | None = None,
+                 **kwargs: Any) -> "Future[T]":
+    return _default.submit_write(fn, *args, name=name, **kwargs)
+
+
+def submit_read(fn: Callable[..., T], *args: Any, name: str | None = None,
+                **kwargs: Any) -> "Future[T]":
+    return _default.submit_read(fn, *args, name=name, **kwargs)
+
+
+def write(name: str | None = None) -> AbstractContextManager[Store]:
+    return _default.write(name)
+
+
+def read(name: str | None = None) -> AbstractContextManager[Store]:
+    return _default.read(name)
+
+
+def retrying(name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    return _default.retrying(name)
+
+
+def stats(name: str | None = None) -> dict[str, Any]:
+    return _default.stats(name)
+
+
+def close(timeout: float | None = None) -> None:
+    _default.close(timeout)

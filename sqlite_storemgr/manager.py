@@ -1,0 +1,123 @@
+"""StoreManager: named databases, each with its strategy, and their lifecycle."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import Any, Callable, TypeVar
+
+from storm.store import Store
+
+from .backend import SQLiteDatabase
+from .errors import ConfigError, ManagerClosedError
+from .strategies import Strategy, create_strategy
+from .uri import parse_uri
+
+T = TypeVar("T")
+
+_managers: "weakref.WeakSet[StoreManager]" = weakref.WeakSet()
+
+
+class StoreManager:
+    """Configures named SQLite databases and hands out stores and write units for them."""
+
+    def __init__(self) -> None:
+        self._strategies: dict[str, Strategy] = {}
+        self._only: Strategy | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        _managers.add(self)
+
+    def configure(self, name: str, uri: str) -> None:
+        """Add database ``name`` from ``uri``; checks everything before opening anything."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a database name must be a non-empty string, not {name!r}")
+        config = parse_uri(uri)
+        if config.path is not None:
+            parent = os.path.dirname(os.path.abspath(config.path))
+            if not os.path.isdir(parent):
+                raise ConfigError(
+                    f"cannot open {config.path!r}: its directory {parent!r} does not exist")
+        with self._lock:
+            self._check_open()
+            if name in self._strategies:
+                raise ConfigError(f"a database named {name!r} is configured already")
+            strategy = create_strategy(name, config, SQLiteDatabase(config))
+            self._strategies[name] = strategy
+            self._only = strategy if len(self._strategies) == 1 else None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ManagerClosedError("this store manager is closed")
+
+    def _strategy(self, name: str | None) -> Strategy:
+        if name is None:
+            strategy = self._only
+            if strategy is not None and not self._closed:
+                return strategy
+            self._check_open()
+            if not self._strategies:
+                raise ConfigError("no database is configured; call configure(name, uri) first")
+            raise ConfigError(
+                f"several databases are configured ({', '.join(self._strategies)}); "
+                "pass name=")
+        strategy = self._strategies.get(name)
+        if strategy is None or self._closed:
+            self._check_open()
+            raise ConfigError(
+                f"no database named {name!r} is configured; configured: "
+                f"{', '.join(self._strategies) or 'none'}")
+        return strategy
+
+    def names(self) -> list[str]:
+        return list(self._strategies)
+
+    def get_store(self, name: str | None = None) -> Store:
+        """This thread's Store for ``name``, created on first use."""
+        return self._strategy(name).get_store()
+
+    def submit_write(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+                     **kwargs: Any) -> "Future[T]":
+        """Run ``fn(store, *args, **kwargs)`` in one write transaction; the future resolves after COMMIT."""
+        return self._strategy(name).submit_write(fn, args, kwargs)
+
+    def submit_read(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+                    **kwargs: Any) -> "Future[T]":
+        """Run ``fn(store, *args, **kwargs)`` in one read snapshot (on the worker under ``single``)."""
+        return self._strategy(name).submit_read(fn, args, kwargs)
+
+    def write(self, name: str | None = None) -> AbstractContextManager[Store]:
+        """A write transaction around a ``with`` block: committed on exit, rolled back on error."""
+        return self._strategy(name).write()
+
+    def read(self, name: str | None = None) -> AbstractContextManager[Store]:
+        """One consistent read snapshot around a ``with`` block."""
+        return self._strategy(name).read()
+
+    def retrying(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator applying the lock policy to code that writes through ``get_store``."""
+        return self._strategy(name).retrying()
+
+    def stats(self, name: str | None = None) -> dict[str, Any]:
+        """Figures for ``name``: units, batches, queue depth, retries, lock waits."""
+        return self._strategy(name).stats()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain queued writes, close every store; later calls raise ManagerClosedError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            strategies = list(self._strategies.values())
+        for strategy in strategies:
+            strategy.close(timeout)
+            strategy.database.dispose()
+
+    def __enter__(self) -> "StoreManager":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

@@ -1,0 +1,144 @@
+"""Lock policies: what a "database is locked" error does, within one deadline.
+
+A busy error inside a transaction cannot be cured by re-running the failing
+statement (the snapshot is stale), so every policy works on whole units of
+work: ``retry`` rolls the unit back and runs it again with jittered backoff,
+``retry_commit`` only repeats a COMMIT that was refused (the store is then in
+a well-defined state), ``rollback`` gives up at once.  SQLite's own busy wait
+and every retry share one wall-clock deadline taken from ``timeout``.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+from .backend import BUSY_COMMIT, busy_phase
+from .errors import DatabaseLockedError
+
+T = TypeVar("T")
+
+_FIRST_BACKOFF = 0.001
+_MAX_BACKOFF = 0.05
+
+
+@dataclass
+class LockStats:
+    """Counters a policy keeps: retries and the time lost to locks."""
+
+    retries: int = 0
+    lock_wait: float = 0.0
+    locked_errors: int = 0
+
+
+@dataclass
+class LockPolicy:
+    """One ``on_locked`` policy with its ``timeout``; `run` applies it to a unit."""
+
+    on_locked: str = "retry"
+    timeout: float = 5.0
+    where: str = "the database"
+    stats: LockStats = field(default_factory=LockStats)
+
+    def run(self, body: Callable[[], T], *, commit: Callable[[], None],
+            rollback: Callable[[], None],
+            set_wait: Callable[[float], None] | None = None,
+            started: float | None = None) -> T:
+        """Run ``body()`` then ``commit()``; on a busy error act as the policy says.
+
+        ``rollback()`` undoes a failed attempt; ``set_wait(seconds)`` bounds
+        SQLite's busy wait for the next attempt, so the deadline holds.
+        ``started`` is when the deadline began (default: now).
+        """
+        started = time.monotonic() if started is None else started
+        deadline = started + self.timeout
+        attempts = 0
+        delay = _FIRST_BACKOFF
+        try:
+            while True:
+                attempts += 1
+                body_done = False
+                try:
+                    result = body()
+                    body_done = True
+                    commit()
+                    return result
+                except Exception as error:
+                    phase = busy_phase(error)
+                    if phase is None:
+                        rollback()
+                        raise
+                    if phase == BUSY_COMMIT and body_done and self.on_locked == "retry_commit":
+                        try:
+                            self._retry_commit(commit, started, deadline, set_wait)
+                        except BaseException:
+                            rollback()
+                            raise
+                        return result
+                    rollback()
+                    remaining = deadline - time.monotonic()
+                    if self.on_locked != "retry" or remaining <= 0:
+                        raise self._locked(error, started, attempts) from error
+                    self.stats.retries += 1
+                    pause = min(remaining, random.uniform(delay / 2, delay))
+                    time.sleep(pause)
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    if set_wait is not None:
+                        set_wait(max(0.0, deadline - time.monotonic()))
+                except BaseException:
+                    rollback()
+                    raise
+        finally:
+            if attempts > 1 or time.monotonic() - started > 0.001:
+                self.stats.lock_wait += max(0.0, time.monotonic() - started)
+            if attempts > 1 and set_wait is not None:
+                set_wait(self.timeout)
+
+    def _retry_commit(self, commit: Callable[[], None], started: float, deadline: float,
+                      set_wait: Callable[[float], None] | None) -> None:
+        """Repeat a refused COMMIT until it goes through or the deadline passes."""
+        attempts = 1
+        delay = _FIRST_BACKOFF
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._locked(None, started, attempts)
+            self.stats.retries += 1
+            time.sleep(min(remaining, random.uniform(delay / 2, delay)))
+            delay = min(delay * 2, _MAX_BACKOFF)
+            if set_wait is not None:
+                set_wait(max(0.0, deadline - time.monotonic()))
+            attempts += 1
+            try:
+                commit()
+                return
+            except Exception as error:
+                if busy_phase(error) != BUSY_COMMIT:
+                    raise
+
+    def _locked(self, cause: BaseException | None, started: float,
+                attempts: int) -> DatabaseLockedError:
+        waited = time.monotonic() - started
+        self.stats.locked_errors += 1
+        return DatabaseLockedError(
+            f"database is locked: no write lock on {self.where} within timeout="
+            f"{self.timeout:g}s (waited {waited:.3f}s over {attempts} attempt(s), "
+            f"on_locked={self.on_locked})", waited=waited, attempts=attempts)
+
+    def for_commit(self) -> "LockPolicy":
+        """The policy for a COMMIT whose work cannot be re-run (a ``write()`` block)."""
+        mode = "rollback" if self.on_locked == "rollback" else "retry_commit"
+        return LockPolicy(mode, self.timeout, self.where, self.stats)
+
+    def decorate(self, rollback: Callable[[], None], commit: Callable[[], None]
+                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """A decorator applying this policy to a function that writes on its own."""
+        def decorator(fn: Callable[..., T]) -> Callable[..., T]:
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs) -> T:
+                return self.run(lambda: fn(*args, **kwargs), commit=commit, rollback=rollback)
+            return wrapper
+        return decorator

@@ -1,0 +1,98 @@
+"""The Storm Store the manager hands out, and the transaction steps it needs.
+
+`ManagedStore` adds to Storm's Store what a store shared over time needs:
+
+- a read-only store reads in autocommit mode, so Storm's object cache could
+  serve data another connection has since changed; it checks SQLite's
+  ``PRAGMA data_version`` before each query and drops its cache when the
+  database changed (read-your-writes across the writer thread);
+- a unit that fails inside a savepoint must leave no trace in Storm's cache
+  either: `discard_unflushed()` is the object half of ``Store.rollback()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from storm.store import PENDING_ADD, PENDING_REMOVE, Store
+
+from .backend import SQLiteConnection, SQLiteDatabase
+from .errors import WrongThreadError
+
+
+class _ReadOnlyConnector:
+    """Lets Store.__init__ open a read-only connection in the first place."""
+
+    def __init__(self, database: SQLiteDatabase):
+        self._database = database
+
+    def connect(self, event: Any) -> SQLiteConnection:
+        return self._database.connect(event, read_only=True)
+
+
+class ManagedStore(Store):
+    """A Storm Store owned by one thread, on the pysqlite3 backend."""
+
+    _seen_version: int | None = None
+    name = ""
+
+    def __init__(self, database: SQLiteDatabase, name: str = "", read_only: bool = False):
+        super().__init__(_ReadOnlyConnector(database) if read_only else database)
+        self._database = database
+        self.name = name
+        self.read_only = read_only
+        self.owner = threading.get_ident()
+        self.unit_depth = 0
+
+    @property
+    def connection(self) -> SQLiteConnection:
+        return self._connection
+
+    def check_thread(self) -> None:
+        """Refuse use from a thread other than the owner."""
+        if threading.get_ident() != self.owner:
+            raise WrongThreadError(
+                f"store {self.name!r} belongs to another thread; "
+                f"call get_store({self.name!r}) in this thread to get its own store")
+
+    def has_uncommitted_changes(self) -> bool:
+        return bool(self._dirty) or self._connection.has_uncommitted_writes
+
+    def _refresh(self) -> None:
+        """Drop the object cache if another connection committed since the last look."""
+        self.check_thread()
+        connection = self._connection
+        if not connection.read_only or connection.in_transaction:
+            return
+        version = connection.data_version()
+        if version != self._seen_version:
+            self._seen_version = version
+            self.invalidate()
+
+    def get(self, cls: Any, key: Any) -> Any:
+        self._refresh()
+        return super().get(cls, key)
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        self._refresh()
+        return super().find(*args, **kwargs)
+
+    def using(self, *tables: Any) -> Any:
+        self._refresh()
+        return super().using(*tables)
+
+    def execute(self, statement: Any, params: Any = None, noresult: bool = False) -> Any:
+        self._refresh()
+        return super().execute(statement, params, noresult)
+
+    def discard_unflushed(self) -> None:
+        """Forget pending adds/removes and cached state, without ending the transaction."""
+        for obj_info in self._dirty:
+            pending = obj_info.pop("pending", None)
+            if pending is PENDING_ADD:
+                del obj_info["store"]
+            elif pending is PENDING_REMOVE:
+                self._enable_lazy_resolving(obj_info)
+        self._dirty.clear()
+        self.invalidate()

@@ -1,0 +1,156 @@
+"""The four strategies of the Storm manual's "SQLite and threads", one class each family.
+
+- `CallerThreadStrategy` (``threadlocal``, ``mutex``): every thread reads and
+  writes through its own store; units run in the calling thread, under a
+  per-database mutex for ``mutex``.
+- `WriterThreadStrategy` (``queue``, ``single``): one writer thread owns the
+  only write connection; ``queue`` gives every thread a read-only store,
+  ``single`` runs reads on the writer too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import Any, Callable
+
+from .backend import SQLiteDatabase
+from .errors import StrategyError
+from .retry import LockPolicy
+from .stores import ManagedStore
+from .threadlocal import ThreadStores
+from .units import read_block, run_read, run_write_unit, write_block
+from .uri import SQLiteConfig
+from .writer_queue import WriterQueue
+
+
+def _resolved(fn: Callable[..., Any], *args: Any) -> Future:
+    """A future already holding ``fn(*args)``'s result or exception."""
+    future: Future = Future()
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(fn(*args))
+    except Exception as error:
+        future.set_exception(error)
+    return future
+
+
+class Strategy:
+    """What every strategy offers; the manager dispatches to it by name."""
+
+    def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
+        self.name = name
+        self.config = config
+        self.database = database
+        self.policy = LockPolicy(config.on_locked, config.timeout,
+                                 where=f"{name!r} ({config.describe()})")
+
+    def stats(self) -> dict[str, Any]:
+        lock = self.policy.stats
+        return {"strategy": self.config.strategy, "retries": lock.retries,
+                "lock_wait_seconds": lock.lock_wait, "locked_errors": lock.locked_errors}
+
+    def retrying(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: the lock policy for code that writes through ``get_store``."""
+        raise StrategyError(
+            f"strategy={self.config.strategy} has no writable per-thread store; "
+            "use submit_write(fn), which applies the lock policy itself")
+
+
+class CallerThreadStrategy(Strategy):
+    """``threadlocal`` and ``mutex``: units run in the calling thread on its own store."""
+
+    def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
+        super().__init__(name, config, database)
+        self.stores = ThreadStores(lambda store_name: ManagedStore(database, store_name))
+        self.mutex = threading.Lock() if config.strategy == "mutex" else None
+        if self.mutex is not None:
+            reset = weakref.WeakMethod(self._reset_mutex_after_fork)
+            os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
+        self.committed = 0
+        self.failed = 0
+
+    def _reset_mutex_after_fork(self) -> None:
+        self.mutex = threading.Lock()
+
+    def get_store(self) -> ManagedStore:
+        return self.stores.get(self.name)
+
+    def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        future = _resolved(run_write_unit, self.get_store(), self.policy,
+                           lambda store: fn(store, *args, **kwargs), self.mutex)
+        if future.exception() is None:
+            self.committed += 1
+        else:
+            self.failed += 1
+        return future
+
+    def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        return _resolved(run_read, self.get_store(), fn, args, kwargs)
+
+    def write(self) -> AbstractContextManager[ManagedStore]:
+        return write_block(self.get_store(), self.policy, self.mutex)
+
+    def read(self) -> AbstractContextManager[ManagedStore]:
+        return read_block(self.get_store())
+
+    def retrying(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        store_of_caller = self.get_store
+        return self.policy.decorate(rollback=lambda: store_of_caller().rollback(),
+                                    commit=lambda: store_of_caller().commit())
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "units_committed": self.committed,
+                "units_failed": self.failed}
+
+    def close(self, timeout: float | None = None) -> None:
+        self.stores.close()
+
+
+class WriterThreadStrategy(Strategy):
+    """``queue`` and ``single``: writes (and for ``single`` reads) go to the writer thread."""
+
+    def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
+        super().__init__(name, config, database)
+        self.queue = WriterQueue(lambda: ManagedStore(database, name), self.policy,
+                                 config.batch, config.queue_size, config.timeout, name)
+        self.reads_on_writer = config.strategy == "single"
+        self.stores = ThreadStores(
+            lambda store_name: ManagedStore(database, store_name, read_only=True))
+
+    def get_store(self) -> ManagedStore:
+        if self.reads_on_writer:
+            raise StrategyError(
+                f"get_store({self.name!r}) is refused under strategy=single: all access "
+                "runs on the worker thread; use submit_read(fn) and submit_write(fn)")
+        return self.stores.get(self.name)
+
+    def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        return self.queue.submit(fn, args, kwargs)
+
+    def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        if self.reads_on_writer:
+            return self.queue.submit(fn, args, kwargs)
+        return _resolved(run_read, self.get_store(), fn, args, kwargs)
+
+    def write(self) -> AbstractContextManager[ManagedStore]:
+        return self.queue.lease()
+
+    def read(self) -> AbstractContextManager[ManagedStore]:
+        return read_block(self.get_store())
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), **self.queue.stats()}
+
+    def close(self, timeout: float | None = None) -> None:
+        self.queue.close(timeout)
+        self.stores.close()
+
+
+def create_strategy(name: str, config: SQLiteConfig, database: SQLiteDatabase) -> Strategy:
+    if config.strategy in ("queue", "single"):
+        return WriterThreadStrategy(name, config, database)
+    return CallerThreadStrategy(name, config, database)

@@ -1,0 +1,118 @@
+"""A per-thread registry of named stores (the idea of Storm's ZStorm, finished).
+
+Each thread gets its own store per name, created on first use.  Unlike ZStorm,
+a thread's stores are closed the moment the thread ends: they live in a holder
+that only the thread's ``threading.local`` references, and CPython drops that
+when the thread finishes, so open transactions roll back and the connections
+close without waiting for garbage collection.  After ``os.fork()`` the child
+abandons the parent's stores untouched (closing an inherited SQLite connection
+can checkpoint or delete a WAL the parent still uses) and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Callable, Iterator
+
+from .stores import ManagedStore
+
+StoreFactory = Callable[[str], ManagedStore]
+
+_registries: "weakref.WeakSet[ThreadStores]" = weakref.WeakSet()
+# What a forked child inherited: kept referenced so that no destructor closes it.
+_abandoned_after_fork: list = []
+
+
+def _close_stores(stores: dict[str, ManagedStore]) -> None:
+    for store in list(stores.values()):
+        close_store(store)
+    stores.clear()
+
+
+def close_store(store: ManagedStore) -> None:
+    """Roll back and close a store, from any thread; errors on the way are moot."""
+    try:
+        store.rollback()
+    except Exception:
+        pass
+    try:
+        store.close()
+    except Exception:
+        pass
+
+
+class _Holder:
+    """One thread's stores; closing them is tied to the holder's lifetime."""
+
+    __slots__ = ("stores", "finalizer", "__weakref__")
+
+    def __init__(self) -> None:
+        self.stores: dict[str, ManagedStore] = {}
+        self.finalizer = weakref.finalize(self, _close_stores, self.stores)
+
+
+class ThreadStores:
+    """Named stores, one per thread, made by ``factory(name)`` on first use."""
+
+    def __init__(self, factory: StoreFactory):
+        self._factory = factory
+        self._local = threading.local()
+        self._holders: "weakref.WeakSet[_Holder]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        _registries.add(self)
+
+    def get(self, name: str) -> ManagedStore:
+        """This thread's store for ``name``, created on first use."""
+        try:
+            return self._local.holder.stores[name]
+        except (AttributeError, KeyError):
+            return self._create(name)
+
+    def current(self, name: str) -> ManagedStore | None:
+        """This thread's store for ``name`` if it has one already."""
+        holder = getattr(self._local, "holder", None)
+        return None if holder is None else holder.stores.get(name)
+
+    def _create(self, name: str) -> ManagedStore:
+        holder = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = self._local.holder = _Holder()
+            with self._lock:
+                self._holders.add(holder)
+        store = holder.stores[name] = self._factory(name)
+        return store
+
+    def all_stores(self) -> Iterator[ManagedStore]:
+        with self._lock:
+            holders = list(self._holders)
+        for holder in holders:
+            yield from list(holder.stores.values())
+
+    def close(self, name: str | None = None) -> None:
+        """Close every thread's stores (for ``name``, or all), from this thread."""
+        with self._lock:
+            holders = list(self._holders)
+        for holder in holders:
+            for store_name, store in list(holder.stores.items()):
+                if name is None or store_name == name:
+                    holder.stores.pop(store_name, None)
+                    close_store(store)
+
+    def _abandon_after_fork(self) -> None:
+        holders = list(self._holders)
+        for holder in holders:
+            holder.finalizer.detach()
+        _abandoned_after_fork.append((self._local, holders))
+        self._holders = weakref.WeakSet()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    for registry in list(_registries):
+        registry._abandon_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,366 @@
+"""The writer thread: one per database, owning the only write connection.
+
+Callers enqueue units of work and get a ``concurrent.futures.Future``.  The
+writer takes up to ``batch`` units into one transaction (group commit: one
+fsync serves many callers), runs each inside a savepoint so that a unit that
+raises is undone alone, and resolves the futures only after COMMIT.  A busy
+error from another process rolls the whole batch back and re-runs it under
+the lock policy.  The queue is bounded; ``close()`` drains it.
+
+If the writer dies (a unit raising ``BaseException``, a connection that cannot
+be opened), every pending future fails (the culprit with its own exception,
+the others with `WriterBrokenError` caused by it) and the next submit starts
+a fresh writer with a fresh connection.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from .backend import busy_phase
+from .errors import ManagerClosedError, NestedWriteError, QueueFullError, WriterBrokenError
+from .retry import LockPolicy
+from .stores import ManagedStore
+from .units import write_block
+
+_live_queues: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
+EXIT_DRAIN_SECONDS = 10.0
+# The parent's writer stores, kept referenced in a forked child so no destructor closes them.
+_abandoned_after_fork: list = []
+
+
+class _Unit:
+    __slots__ = ("fn", "args", "kwargs", "future", "enqueued")
+
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict, future: Future):
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.enqueued = time.monotonic()
+
+
+class _Lease:
+    """A ``write()`` block under the writer: the caller borrows the writer's store."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.store: ManagedStore | None = None
+        self.succeeded = False
+
+
+class _BlockFailed(Exception):
+    """Internal: the borrowed ``write()`` block raised, so the writer rolled back."""
+
+
+class _WriterDied(Exception):
+    """Internal: carries the BaseException that killed the writer and its unit."""
+
+    def __init__(self, unit: _Unit, cause: BaseException):
+        super().__init__(repr(cause))
+        self.unit = unit
+        self.cause = cause
+        self.batch: list[_Unit] = []
+
+
+class WriterQueue:
+    """A bounded queue of write units served by one writer thread."""
+
+    def __init__(self, open_store: Callable[[], ManagedStore], policy: LockPolicy,
+                 batch: int, queue_size: int, timeout: float, name: str):
+        self._open_store = open_store
+        self._policy = policy
+        self._batch = batch
+        self._size = queue_size
+        self._timeout = timeout
+        self.name = name
+        self._items: deque = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._writer_waiting = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._store: ManagedStore | None = None
+        self._thread_ident: int | None = None
+        self.committed = 0
+        self.failed = 0
+        self.batches = 0
+        self.largest_batch = 0
+        self.batched_units = 0
+        self.restarts = 0
+        _live_queues.add(self)
+
+    # -- the caller's side -------------------------------------------------
+
+    def submit(self, fn: Callable, args: tuple = (), kwargs: dict | None = None) -> Future:
+        """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full."""
+        if threading.get_ident() == self._thread_ident:
+            raise NestedWriteError(
+                f"submit_write was called from inside a unit running on the writer of "
+                f"{self.name!r}; call the function directly with the store you were given")
+        future: Future = Future()
+        unit = _Unit(fn, args, kwargs or {}, future)
+        with self._lock:
+            self._check_open()
+            if len(self._items) >= self._size:
+                self._wait_for_room()
+            if self._thread is None:
+                self._start_writer()
+            self._items.append(unit)
+            if self._writer_waiting:
+                self._not_empty.notify()
+        return future
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ManagerClosedError(f"the writer of {self.name!r} is closed")
+
+    def _wait_for_room(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while len(self._items) >= self._size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._not_full.wait(remaining):
+                if len(self._items) < self._size:
+                    break
+                raise QueueFullError(
+                    f"the write queue of {self.name!r} stayed full ({self._size} units) for "
+                    f"timeout={self._timeout:g}s: the writer cannot keep up; raise queue_size "
+                    "or timeout, or submit less")
+            self._check_open()
+
+    def _start_writer(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"storemgr-writer-{self.name}", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def lease(self) -> Iterator[ManagedStore]:
+        """Borrow the writer's store for one write transaction in the calling thread."""
+        lease = _Lease()
+        future = self.submit(_Lease, (), {"lease": lease})
+        lease.ready.wait()
+        if lease.store is None:
+            future.result()  # raises what stopped the writer from beginning
+        store = lease.store
+        store.owner = threading.get_ident()
+        try:
+            yield store
+            lease.succeeded = True
+        finally:
+            store.owner = self._thread_ident
+            lease.done.set()
+            if lease.succeeded:
+                future.result()
+            else:
+                future.exception()
+
+    # -- the writer's side -------------------------------------------------
+
+    def _run(self) -> None:
+        self._thread_ident = threading.get_ident()
+        store = None
+        try:
+            store = self._store = self._open_store()
+            while True:
+                units = self._take()
+                if units is None:
+                    break
+                if units[0].fn is _Lease:
+                    self._serve_lease(store, units[0])
+                else:
+                    self._run_batch(store, units)
+        except _WriterDied as death:
+            self._die(death.cause, death.unit, death.batch)
+        except BaseException as error:
+            self._die(error)
+        finally:
+            self._store = None
+            if store is not None:
+                store.rollback()
+                store.close()
+
+    def _take(self) -> list[_Unit] | None:
+        """The next batch (a lease always alone), or None once closed and drained."""
+        with self._lock:
+            while not self._items:
+                if self._closing:
+                    return None
+                self._writer_waiting = True
+                self._not_empty.wait()
+                self._writer_waiting = False
+            items = self._items
+            was_full = len(items) >= self._size
+            units = [items.popleft()]
+            if units[0].fn is not _Lease:
+                limit = self._batch
+                while items and len(units) < limit and items[0].fn is not _Lease:
+                    units.append(items.popleft())
+            if was_full:
+                self._not_full.notify_all()
+        return units
+
+    def _run_batch(self, store: ManagedStore, units: list[_Unit]) -> None:
+        units = [unit for unit in units if unit.future.set_running_or_notify_cancel()]
+        if not units:
+            return
+        connection = store.connection
+
+        def body() -> list[tuple[_Unit, bool, Any]]:
+            connection.begin_write()
+            outcomes = []
+            for unit in units:
+                connection.savepoint()
+                try:
+                    value = unit.fn(store, *unit.args, **unit.kwargs)
+                    store.flush()
+                except Exception as error:
+                    connection.rollback_to_savepoint()
+                    store.discard_unflushed()
+                    if busy_phase(error) is not None:
+                        raise
+                    outcomes.append((unit, False, error))
+                except BaseException as error:
+                    raise _WriterDied(unit, error) from error
+                else:
+                    connection.release_savepoint()
+                    outcomes.append((unit, True, value))
+            return outcomes
+
+        try:
+            outcomes = self._policy.run(body, commit=store.commit, rollback=store.rollback,
+                                        set_wait=connection.set_busy_timeout)
+        except _WriterDied as death:
+            death.batch = units
+            raise
+        except Exception as error:
+            self.failed += len(units)
+            for unit in units:
+                unit.future.set_exception(error)
+            return
+        self.batches += 1
+        self.batched_units += len(units)
+        if len(units) > self.largest_batch:
+            self.largest_batch = len(units)
+        for unit, succeeded, value in outcomes:
+            if succeeded:
+                self.committed += 1
+                unit.future.set_result(value)
+            else:
+                self.failed += 1
+                unit.future.set_exception(value)
+
+    def _serve_lease(self, store: ManagedStore, unit: _Unit) -> None:
+        lease: _Lease = unit.kwargs["lease"]
+        try:
+            if not unit.future.set_running_or_notify_cancel():
+                return
+            with write_block(store, self._policy, nested_check=False):
+                lease.store = store
+                lease.ready.set()
+                lease.done.wait()
+                if not lease.succeeded:
+                    raise _BlockFailed()
+        except _BlockFailed as failed:
+            unit.future.set_exception(failed)
+        except Exception as error:
+            self.failed += 1
+            unit.future.set_exception(error)
+        else:
+            self.committed += 1
+            unit.future.set_result(None)
+        finally:
+            lease.ready.set()
+
+    def _die(self, cause: BaseException, culprit: _Unit | None = None,
+             batch: list[_Unit] = ()) -> None:
+        """Fail every pending future and leave the queue ready to restart a writer."""
+        broken = WriterBrokenError(
+            f"the writer thread of {self.name!r} died: {cause!r}; "
+            "pending units failed, the next submit starts a new writer")
+        broken.__cause__ = cause
+        with self._lock:
+            pending = [unit for unit in batch if unit is not culprit] + list(self._items)
+            self._items.clear()
+            self._thread = None
+            self._thread_ident = None
+            self.restarts += 1
+            self._not_full.notify_all()
+        if culprit is not None and not culprit.future.done():
+            culprit.future.set_exception(cause)
+        for unit in pending:
+            if unit.fn is _Lease:
+                unit.kwargs["lease"].ready.set()
+            if unit.future.running() or unit.future.set_running_or_notify_cancel():
+                unit.future.set_exception(broken)
+        self.failed += len(pending) + (culprit is not None)
+
+    # -- lifecycle and figures ---------------------------------------------
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: no writer thread exists; the next submit starts one.
+
+        The parent's queued units are the parent's to run; the old writer's
+        store is left untouched (it is the parent's connection).
+        """
+        _abandoned_after_fork.append(self._store)
+        self._store = None
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._items = deque()
+        self._writer_waiting = False
+        self._thread = None
+        self._thread_ident = None
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop taking units, drain the queue, stop the writer; False if it outlived ``timeout``."""
+        with self._lock:
+            self._closing = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            depth = len(self._items)
+            oldest = time.monotonic() - self._items[0].enqueued if depth else 0.0
+        return {
+            "queue_depth": depth,
+            "oldest_wait_seconds": oldest,
+            "units_committed": self.committed,
+            "units_failed": self.failed,
+            "batches": self.batches,
+            "mean_batch": self.batched_units / self.batches if self.batches else 0.0,
+            "largest_batch": self.largest_batch,
+            "writer_restarts": self.restarts,
+        }
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_live_queues):
+        queue._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Interpreter exit without close(): commit what is queued, bounded in time."""
+    deadline = time.monotonic() + EXIT_DRAIN_SECONDS
+    for queue in list(_live_queues):
+        queue.close(max(0.0, deadline - time.monotonic()))
