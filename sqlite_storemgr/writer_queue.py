@@ -33,6 +33,7 @@ from .units import write_block
 
 _live_queues: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
 EXIT_DRAIN_SECONDS = 10.0
+LINGER_SECONDS = 0.0005
 # The parent's writer stores, kept referenced in a forked child so no destructor closes them.
 _abandoned_after_fork: list = []
 
@@ -88,6 +89,8 @@ class WriterQueue:
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
         self._writer_waiting = False
+        self._wanted = 1
+        self._expected = 1
         self._closing = False
         self._thread: threading.Thread | None = None
         self._store: ManagedStore | None = None
@@ -117,7 +120,7 @@ class WriterQueue:
             if self._thread is None:
                 self._start_writer()
             self._items.append(unit)
-            if self._writer_waiting:
+            if self._writer_waiting and len(self._items) >= self._wanted:
                 self._not_empty.notify()
         return future
 
@@ -190,24 +193,38 @@ class WriterQueue:
                 store.close()
 
     def _take(self) -> list[_Unit] | None:
-        """The next batch (a lease always alone), or None once closed and drained."""
+        """The next batch (a lease always alone), or None once closed and drained.
+
+        Group commit needs batches: the callers whose units were just committed
+        come back with their next unit within microseconds, so when fewer units
+        are queued than the last round had callers, the writer lingers up to
+        ``LINGER_SECONDS`` for them (woken early once they are all there).
+        """
         with self._lock:
-            while not self._items:
+            items = self._items
+            while not items:
                 if self._closing:
                     return None
-                self._writer_waiting = True
-                self._not_empty.wait()
-                self._writer_waiting = False
-            items = self._items
+                self._wait_for(1, None)
+            if len(items) < self._expected and not self._closing:
+                self._wait_for(self._expected, LINGER_SECONDS)
             was_full = len(items) >= self._size
             units = [items.popleft()]
             if units[0].fn is not _Lease:
                 limit = self._batch
                 while items and len(units) < limit and items[0].fn is not _Lease:
                     units.append(items.popleft())
+            self._expected = min(self._batch, len(units) + len(items))
             if was_full:
                 self._not_full.notify_all()
         return units
+
+    def _wait_for(self, count: int, timeout: float | None) -> None:
+        """Wait (lock held) until ``count`` units are queued, closing, or ``timeout``."""
+        self._wanted = count
+        self._writer_waiting = True
+        self._not_empty.wait(timeout)
+        self._writer_waiting = False
 
     def _run_batch(self, store: ManagedStore, units: list[_Unit]) -> None:
         units = [unit for unit in units if unit.future.set_running_or_notify_cancel()]
