@@ -15,8 +15,6 @@ serial ceiling of the same run, never absolute.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import threading
@@ -256,27 +254,3 @@ def format_table(results: list[Result]) -> str:
         lines.append(f"{r.name:34} {r.per_second:10.0f} {r.ratio:9.2f} {r.failed:7d} "
                      f"{r.percentile(0.5) * 1000:8.3f} {r.percentile(0.99) * 1000:8.3f} {lost:>5}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--units", type=int, default=4000)
-    parser.add_argument("--workload", choices=("insert", "rmw"), default="insert")
-    parser.add_argument("--synchronous", choices=("off", "normal", "full", "extra"), default="full")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    results = run(args.threads, args.units, args.workload, args.synchronous,
-                  tuple(s for s in args.strategies.split(",") if s))
-    if args.json:
-        print(json.dumps([r.summary() for r in results], indent=2))
-    else:
-        print(f"workload={args.workload} threads={args.threads} units={args.units} "
-              f"synchronous={args.synchronous} sqlite={dbapi.sqlite_version}")
-        print(format_table(results))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,10 +14,13 @@ import functools
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from .backend import BUSY_COMMIT, busy_phase
 from .errors import DatabaseLockedError
+
+if TYPE_CHECKING:
+    from .backend import SQLiteConnection
 
 T = TypeVar("T")
 
@@ -57,9 +60,12 @@ class LockPolicy:
         deadline = started + self.timeout
         attempts = 0
         delay = _FIRST_BACKOFF
+        attempt_started = started
         try:
             while True:
                 attempts += 1
+                if attempts > 1:
+                    attempt_started = time.monotonic()
                 body_done = False
                 try:
                     result = body()
@@ -92,10 +98,10 @@ class LockPolicy:
                     rollback()
                     raise
         finally:
-            if attempts > 1 or time.monotonic() - started > 0.001:
-                self.stats.lock_wait += max(0.0, time.monotonic() - started)
-            if attempts > 1 and set_wait is not None:
-                set_wait(self.timeout)
+            if attempts > 1:
+                self.stats.lock_wait += attempt_started - started
+                if set_wait is not None:
+                    set_wait(self.timeout)
 
     def _retry_commit(self, commit: Callable[[], None], started: float, deadline: float,
                       set_wait: Callable[[float], None] | None) -> None:
@@ -127,6 +133,14 @@ class LockPolicy:
             f"database is locked: no write lock on {self.where} within timeout="
             f"{self.timeout:g}s (waited {waited:.3f}s over {attempts} attempt(s), "
             f"on_locked={self.on_locked})", waited=waited, attempts=attempts)
+
+    def begin(self, connection: "SQLiteConnection") -> None:
+        """``BEGIN IMMEDIATE`` on ``connection``, counting the wait for the lock."""
+        began = time.perf_counter()
+        try:
+            connection.begin_write()
+        finally:
+            self.stats.lock_wait += time.perf_counter() - began
 
     def for_commit(self) -> "LockPolicy":
         """The policy for a COMMIT whose work cannot be re-run (a ``write()`` block)."""

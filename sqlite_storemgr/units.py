@@ -34,8 +34,13 @@ def _enter_unit(store: ManagedStore) -> None:
 
 
 def _acquire(mutex: threading.Lock | None, policy: LockPolicy, started: float) -> None:
-    if mutex is not None and not mutex.acquire(timeout=policy.timeout):
-        waited = time.monotonic() - started
+    """Take the per-database write mutex within the deadline; the wait counts as lock wait."""
+    if mutex is None:
+        return
+    acquired = mutex.acquire(timeout=policy.timeout)
+    waited = time.monotonic() - started
+    policy.stats.lock_wait += waited
+    if not acquired:
         raise DatabaseLockedError(
             f"database is locked: the write mutex of {policy.where} was not free within "
             f"timeout={policy.timeout:g}s", waited=waited, attempts=1)
@@ -51,7 +56,7 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
         _acquire(mutex, policy, started)
         try:
             def body() -> T:
-                connection.begin_write()
+                policy.begin(connection)
                 result = fn(store)
                 store.flush()
                 return result
@@ -82,7 +87,7 @@ def write_block(store: ManagedStore, policy: LockPolicy,
     try:
         _acquire(mutex, policy, started)
         try:
-            policy.run(connection.begin_write, commit=_nothing, rollback=store.rollback,
+            policy.run(lambda: policy.begin(connection), commit=_nothing, rollback=store.rollback,
                        set_wait=connection.set_busy_timeout, started=started)
             try:
                 yield store

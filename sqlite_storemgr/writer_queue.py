@@ -233,7 +233,7 @@ class WriterQueue:
         connection = store.connection
 
         def body() -> list[tuple[_Unit, bool, Any]]:
-            connection.begin_write()
+            self._policy.begin(connection)
             outcomes = []
             for unit in units:
                 connection.savepoint()
