@@ -17,7 +17,8 @@ from storm.store import Store
 
 from .errors import (
     ConfigError, DatabaseLockedError, ManagerClosedError, NestedWriteError, QueueFullError,
-    ReadOnlyStoreError, StoreManagerError, StrategyError, WriterBrokenError, WrongThreadError)
+    ReadOnlyStoreError, StoreManagerError, StrategyError, TransactionControlError, WriterBrokenError,
+    WrongThreadError)
 from .manager import StoreManager
 from .uri import SQLiteConfig, parse_uri
 
@@ -27,6 +28,7 @@ __all__ = [
     "stats", "close", "default_manager",
     "ConfigError", "DatabaseLockedError", "ManagerClosedError", "NestedWriteError",
     "QueueFullError", "ReadOnlyStoreError", "StoreManagerError", "StrategyError",
+    "TransactionControlError",
     "WriterBrokenError", "WrongThreadError",
 ]
 

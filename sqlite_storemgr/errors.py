@@ -48,6 +48,10 @@ class StrategyError(StoreManagerError):
     """An operation that the configured strategy does not offer (the message says what to use)."""
 
 
+class TransactionControlError(StoreManagerError):
+    """``store.commit()`` or ``store.rollback()`` was called inside a unit, which owns its transaction."""
+
+
 class QueueFullError(StoreManagerError):
     """The writer queue stayed full for the whole ``timeout``: the writer cannot keep up."""
 

@@ -61,6 +61,7 @@ class LockPolicy:
         attempts = 0
         delay = _FIRST_BACKOFF
         attempt_started = started
+        shortened = False  # whether set_wait cut SQLite's busy wait, to be restored
         try:
             while True:
                 attempts += 1
@@ -78,6 +79,7 @@ class LockPolicy:
                         rollback()
                         raise
                     if phase == BUSY_COMMIT and body_done and self.on_locked == "retry_commit":
+                        shortened = True
                         try:
                             self._retry_commit(commit, started, deadline, set_wait)
                         except BaseException:
@@ -93,6 +95,7 @@ class LockPolicy:
                     time.sleep(pause)
                     delay = min(delay * 2, _MAX_BACKOFF)
                     if set_wait is not None:
+                        shortened = True
                         set_wait(max(0.0, deadline - time.monotonic()))
                 except BaseException:
                     rollback()
@@ -100,8 +103,8 @@ class LockPolicy:
         finally:
             if attempts > 1:
                 self.stats.lock_wait += attempt_started - started
-                if set_wait is not None:
-                    set_wait(self.timeout)
+            if shortened and set_wait is not None:
+                set_wait(self.timeout)
 
     def _retry_commit(self, commit: Callable[[], None], started: float, deadline: float,
                       set_wait: Callable[[float], None] | None) -> None:

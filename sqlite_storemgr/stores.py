@@ -18,7 +18,7 @@ from typing import Any
 from storm.store import PENDING_ADD, PENDING_REMOVE, Store
 
 from .backend import SQLiteConnection, SQLiteDatabase
-from .errors import WrongThreadError
+from .errors import TransactionControlError, WrongThreadError
 
 
 class _ReadOnlyConnector:
@@ -44,6 +44,7 @@ class ManagedStore(Store):
         self.read_only = read_only
         self.owner = threading.get_ident()
         self.unit_depth = 0
+        self.in_unit_body = False  # user code of a unit is running: it must not end the transaction
 
     @property
     def connection(self) -> SQLiteConnection:
@@ -85,6 +86,25 @@ class ManagedStore(Store):
     def execute(self, statement: Any, params: Any = None, noresult: bool = False) -> Any:
         self._refresh()
         return super().execute(statement, params, noresult)
+
+    def flush(self) -> None:
+        self.check_thread()
+        super().flush()
+
+    def commit(self) -> None:
+        self.check_thread()
+        self._refuse_inside_unit("commit")
+        super().commit()
+
+    def rollback(self) -> None:
+        self._refuse_inside_unit("rollback")
+        super().rollback()
+
+    def _refuse_inside_unit(self, what: str) -> None:
+        if self.in_unit_body:
+            raise TransactionControlError(
+                f"store.{what}() inside a unit of work on {self.name!r}: the unit commits "
+                "when it returns; raise an exception to roll it back")
 
     def discard_unflushed(self) -> None:
         """Forget pending adds/removes and cached state, without ending the transaction."""

@@ -18,6 +18,15 @@ from .stores import ManagedStore
 T = TypeVar("T")
 
 
+def run_user_code(store: ManagedStore, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a unit's own code, during which the store refuses commit() and rollback()."""
+    store.in_unit_body = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        store.in_unit_body = False
+
+
 def _enter_unit(store: ManagedStore) -> None:
     """Refuse nesting; end a read-only transaction the store still has open."""
     if store.unit_depth:
@@ -57,7 +66,7 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
         try:
             def body() -> T:
                 policy.begin(connection)
-                result = fn(store)
+                result = run_user_code(store, fn, store)
                 store.flush()
                 return result
             return policy.run(body, commit=store.commit, rollback=store.rollback,
@@ -89,11 +98,14 @@ def write_block(store: ManagedStore, policy: LockPolicy,
         try:
             policy.run(lambda: policy.begin(connection), commit=_nothing, rollback=store.rollback,
                        set_wait=connection.set_busy_timeout, started=started)
+            store.in_unit_body = True
             try:
                 yield store
             except BaseException:
+                store.in_unit_body = False
                 store.rollback()
                 raise
+            store.in_unit_body = False
             policy.for_commit().run(store.flush, commit=store.commit, rollback=store.rollback)
         finally:
             if mutex is not None:

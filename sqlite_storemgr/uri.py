@@ -23,6 +23,7 @@ SYNCHRONOUS = ("off", "normal", "full", "extra")
 FOREIGN_KEYS = ("on", "off")
 
 DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 2_147_483  # seconds: SQLite's busy timeout is an int of milliseconds
 DEFAULT_BATCH = 256
 DEFAULT_QUEUE_SIZE = 10_000
 
@@ -71,15 +72,16 @@ def _seconds(option: str, value: str) -> float:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
+    # SQLite's busy timeout is a C int of milliseconds; more would overflow it.
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIMEOUT:
         raise ConfigError(
             f"option {option}={value!r} is not allowed; "
-            f"use a number of seconds >= 0, e.g. {option}=0.3")
+            f"use a number of seconds from 0 to {MAX_TIMEOUT}, e.g. {option}=0.3")
     return seconds
 
 
 def _positive_int(option: str, value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise ConfigError(
             f"option {option}={value!r} is not allowed; "
             f"use a whole number >= 1, e.g. {option}=100")

@@ -29,7 +29,7 @@ from .backend import busy_phase
 from .errors import ManagerClosedError, NestedWriteError, QueueFullError, WriterBrokenError
 from .retry import LockPolicy
 from .stores import ManagedStore
-from .units import write_block
+from .units import run_user_code, write_block
 
 _live_queues: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
 EXIT_DRAIN_SECONDS = 10.0
@@ -95,6 +95,7 @@ class WriterQueue:
         self._thread: threading.Thread | None = None
         self._store: ManagedStore | None = None
         self._thread_ident: int | None = None
+        self._lessee: int | None = None  # the thread inside a write() block, if any
         self.committed = 0
         self.failed = 0
         self.batches = 0
@@ -107,10 +108,15 @@ class WriterQueue:
 
     def submit(self, fn: Callable, args: tuple = (), kwargs: dict | None = None) -> Future:
         """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full."""
-        if threading.get_ident() == self._thread_ident:
+        caller = threading.get_ident()
+        if caller == self._thread_ident:
             raise NestedWriteError(
                 f"submit_write was called from inside a unit running on the writer of "
                 f"{self.name!r}; call the function directly with the store you were given")
+        if caller == self._lessee:
+            raise NestedWriteError(
+                f"submit_write or write() was called inside a write() block on "
+                f"{self.name!r}, which holds the writer until it ends; use the block's store")
         future: Future = Future()
         unit = _Unit(fn, args, kwargs or {}, future)
         with self._lock:
@@ -155,12 +161,13 @@ class WriterQueue:
         if lease.store is None:
             future.result()  # raises what stopped the writer from beginning
         store = lease.store
-        store.owner = threading.get_ident()
+        store.owner = self._lessee = threading.get_ident()
         try:
             yield store
             lease.succeeded = True
         finally:
             store.owner = self._thread_ident
+            self._lessee = None
             lease.done.set()
             if lease.succeeded:
                 future.result()
@@ -238,7 +245,7 @@ class WriterQueue:
             for unit in units:
                 connection.savepoint()
                 try:
-                    value = unit.fn(store, *unit.args, **unit.kwargs)
+                    value = run_user_code(store, unit.fn, store, *unit.args, **unit.kwargs)
                     store.flush()
                 except Exception as error:
                     connection.rollback_to_savepoint()
