@@ -1,0 +1,856 @@
+"""The writer queue under strategies ``queue`` and ``single``.
+
+Everything here runs on real SQLite files (or the shared in-memory database)
+with real threads; results are checked through an independent pysqlite3
+connection, never through the code under test alone.
+
+Note: the stdlib ``sqlite3`` module is never used in this process on a file the
+manager has open: it links a different copy of SQLite, and two copies in one
+process break each other's POSIX locks (SQLite's "multiple copies" hazard).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pysqlite3.dbapi2 as dbapi
+import pytest
+from storm.locals import Int, Unicode
+
+from sqlite_storemgr import (
+    ManagerClosedError, NestedWriteError, QueueFullError, ReadOnlyStoreError, StoreManager,
+    StrategyError, WriterBrokenError)
+
+WRITER_STRATEGIES = ["queue", "single"]
+NAME = "db"
+
+pytestmark = pytest.mark.filterwarnings(
+    # Nothing may escape a writer thread unhandled.
+    "error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+class Item:
+    __storm_table__ = "item"
+    id = Int(primary=True)
+    value = Unicode()
+
+
+class UnitFailure(Exception):
+    """What a deliberately failing unit raises."""
+
+
+class Boom(BaseException):
+    """A BaseException that is not an Exception: it kills the writer thread."""
+
+
+# -- helpers -----------------------------------------------------------------
+
+@pytest.fixture
+def managers():
+    """Make configured managers; every one is closed at the end of the test."""
+    made: list[StoreManager] = []
+
+    def make(uri: str, name: str = NAME) -> StoreManager:
+        mgr = StoreManager()
+        made.append(mgr)
+        mgr.configure(name, uri)
+        return mgr
+
+    yield make
+    for stall in Stall.made:  # a failed test must not leave the writer held
+        stall.gate.set()
+    Stall.made.clear()
+    for mgr in made:
+        mgr.close(timeout=10)
+
+
+def rows(path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Query the file through a connection of its own (not the manager's)."""
+    connection = dbapi.connect(str(path), timeout=10)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+def create_tables(store) -> None:
+    store.execute("CREATE TABLE IF NOT EXISTS entry "
+                  "(unit_id INTEGER NOT NULL UNIQUE, note TEXT)")
+    store.execute("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, value TEXT)")
+
+
+def insert_entry(store, unit_id: int, note: str = "ok") -> int:
+    store.execute("INSERT INTO entry (unit_id, note) VALUES (?, ?)", (unit_id, note))
+    return unit_id
+
+
+def entry_ids(path) -> list[int]:
+    return [unit_id for (unit_id,) in rows(path, "SELECT unit_id FROM entry ORDER BY unit_id")]
+
+
+class Stall:
+    """A unit that holds the writer (inside its transaction) until released."""
+
+    made: list["Stall"] = []
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        Stall.made.append(self)
+
+    def __call__(self, store) -> str:
+        self.entered.set()
+        if not self.gate.wait(20):
+            raise AssertionError("the stall was never released")
+        return "stall released"
+
+    def start(self, mgr: StoreManager):
+        future = mgr.submit_write(self)
+        assert self.entered.wait(10), "the writer never ran the stalling unit"
+        return future
+
+
+def run_threads(target, count: int, timeout: float = 60) -> None:
+    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        assert not thread.is_alive(), "a worker thread hung"
+
+
+# -- correctness under concurrency -------------------------------------------
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_read_then_write_increments_from_16_threads_are_exact(managers, tmp_path, strategy):
+    path = tmp_path / "counter.db"
+    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+
+    def setup(store):
+        store.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+        store.execute("INSERT INTO counter (id, n) VALUES (1, 0)")
+    mgr.submit_write(setup).result(timeout=10)
+
+    def increment(store) -> int:
+        (value,) = store.execute("SELECT n FROM counter WHERE id = 1").get_one()
+        store.execute("UPDATE counter SET n = ? WHERE id = 1", (value + 1,))
+        return value + 1
+
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(_index: int) -> None:
+        for _ in range(100):
+            try:
+                seen.append(mgr.submit_write(increment).result(timeout=30))
+            except BaseException as error:  # noqa: BLE001 - every error is a failure here
+                errors.append(error)
+
+    run_threads(worker, 16)
+
+    assert errors == []
+    assert rows(path, "SELECT n FROM counter") == [(1600,)]
+    # Every increment read a value no other increment read: no lost update.
+    assert sorted(seen) == list(range(1, 1601))
+    stats = mgr.stats(NAME)
+    assert stats["units_committed"] == 1601
+    assert stats["units_failed"] == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_ten_thousand_unawaited_units_all_commit_exactly_once_by_close(
+        managers, tmp_path, strategy):
+    path = tmp_path / "many.db"
+    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    futures: dict[int, object] = {}
+
+    def submitter(index: int) -> None:
+        mine = {}
+        for unit_id in range(index * 2500, (index + 1) * 2500):
+            mine[unit_id] = mgr.submit_write(insert_entry, unit_id)
+        futures.update(mine)
+
+    run_threads(submitter, 4)
+    mgr.close()
+
+    assert len(futures) == 10_000
+    assert all(future.done() for future in futures.values())
+    for unit_id, future in futures.items():
+        assert future.result(timeout=0) == unit_id
+    assert rows(path, "SELECT count(*), count(DISTINCT unit_id), min(unit_id), max(unit_id) "
+                      "FROM entry") == [(10_000, 10_000, 0, 9_999)]
+    with pytest.raises(ManagerClosedError):
+        mgr.submit_write(insert_entry, 10_000)
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_failing_units_in_one_batch_fail_alone_and_leave_no_trace(
+        managers, tmp_path, strategy):
+    path = tmp_path / "batch.db"
+    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=1000")
+    mgr.submit_write(create_tables).result(timeout=10)
+
+    def unit(store, unit_id: int) -> int:
+        insert_entry(store, unit_id)
+        item = Item()
+        item.id = unit_id
+        item.value = f"value {unit_id}"
+        store.add(item)
+        if unit_id % 3 == 0:
+            if unit_id % 2:
+                store.flush()  # the failing unit's object reached the database too
+            raise UnitFailure(f"unit {unit_id} failed on purpose")
+        return unit_id
+
+    stall = Stall()
+    stalled = stall.start(mgr)
+    futures = [mgr.submit_write(unit, unit_id) for unit_id in range(300)]
+    stall.gate.set()  # everything is queued now: the writer takes it in batches
+
+    assert stalled.result(timeout=10) == "stall released"
+    for unit_id, future in enumerate(futures):
+        if unit_id % 3 == 0:
+            error = future.exception(timeout=10)
+            assert type(error) is UnitFailure
+            assert str(error) == f"unit {unit_id} failed on purpose"
+        else:
+            assert future.result(timeout=10) == unit_id
+
+    good = [unit_id for unit_id in range(300) if unit_id % 3]
+    assert entry_ids(path) == good  # UNIQUE unit_id: each committed exactly once
+    assert rows(path, "SELECT id, value FROM item ORDER BY id") == [
+        (unit_id, f"value {unit_id}") for unit_id in good]
+    stats = mgr.stats(NAME)
+    assert stats["largest_batch"] > 1, stats
+    assert stats["units_failed"] == 100
+    assert stats["units_committed"] == 1 + 1 + 200  # setup, stall, the good units
+    # The writer is fine afterwards, and its object cache holds nothing of the failures.
+    assert mgr.submit_write(lambda store: store.get(Item, 3)).result(timeout=10) is None
+    assert mgr.submit_write(lambda store: store.get(Item, 4).value).result(timeout=10) \
+        == "value 4"
+
+
+@pytest.mark.timeout(15)
+def test_args_kwargs_pass_through_and_a_cancelled_unit_never_runs(managers, tmp_path):
+    path = tmp_path / "cancel.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    stall = Stall()
+    stalled = stall.start(mgr)
+    first = mgr.submit_write(insert_entry, 1, note="keyword", name=NAME)
+    cancelled = mgr.submit_write(insert_entry, 2, "cancelled")
+    last = mgr.submit_write(insert_entry, 3)
+    assert cancelled.cancel()
+    stall.gate.set()
+    assert stalled.result(timeout=10) == "stall released"
+    assert first.result(timeout=10) == 1
+    assert last.result(timeout=10) == 3
+    assert cancelled.cancelled()
+    assert rows(path, "SELECT unit_id, note FROM entry ORDER BY unit_id") == [
+        (1, "keyword"), (3, "ok")]
+    assert mgr.stats(NAME)["units_committed"] == 4
+
+
+@pytest.mark.timeout(20)
+def test_group_commit_from_16_threads_batches_units(managers, tmp_path):
+    path = tmp_path / "group.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        for step in range(60):
+            try:
+                mgr.submit_write(insert_entry, index * 1000 + step).result(timeout=20)
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+
+    run_threads(worker, 16)
+    assert errors == []
+    assert len(entry_ids(path)) == 960
+    stats = mgr.stats(NAME)
+    assert stats["units_committed"] == 961
+    assert stats["batches"] < stats["units_committed"]
+    assert stats["mean_batch"] > 1, stats
+    assert stats["mean_batch"] == pytest.approx(
+        (stats["units_committed"] + stats["units_failed"]) / stats["batches"])
+    assert stats["largest_batch"] <= 16
+
+
+# -- readers while the writer works -------------------------------------------
+
+@pytest.mark.timeout(15)
+def test_reader_does_not_wait_for_the_writers_open_transaction(managers, tmp_path):
+    path = tmp_path / "wal.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    mgr.submit_write(insert_entry, 1, "before").result(timeout=10)
+    in_transaction = threading.Event()
+
+    def slow_unit(store) -> str:
+        insert_entry(store, 2, "during")
+        in_transaction.set()
+        time.sleep(1.0)
+        return "slow unit committed"
+
+    slow = mgr.submit_write(slow_unit)
+    assert in_transaction.wait(10)
+    seen: dict = {}
+
+    def reader() -> None:
+        started = time.monotonic()
+        store = mgr.get_store(NAME)
+        found = store.execute("SELECT unit_id, note FROM entry ORDER BY unit_id").get_all()
+        seen["elapsed"] = time.monotonic() - started
+        seen["rows"] = found
+        seen["writer_done"] = slow.done()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert seen["rows"] == [(1, "before")]  # the uncommitted row is not visible
+    assert seen["writer_done"] is False      # the answer came while the writer was inside
+    assert seen["elapsed"] < 0.25, seen
+    assert slow.result(timeout=10) == "slow unit committed"
+    assert entry_ids(path) == [1, 2]
+
+
+@pytest.mark.timeout(15)
+def test_queue_store_is_read_only_and_names_submit_write(managers, tmp_path):
+    path = tmp_path / "ro.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    store = mgr.get_store(NAME)
+
+    with pytest.raises(ReadOnlyStoreError, match="submit_write"):
+        store.execute("INSERT INTO entry (unit_id, note) VALUES (1, 'sneaky')")
+    with pytest.raises(ReadOnlyStoreError, match="submit_write"):
+        store.execute("DELETE FROM entry")
+    item = Item()
+    item.id = 7
+    item.value = "sneaky"
+    store.add(item)
+    with pytest.raises(ReadOnlyStoreError, match="submit_write"):
+        store.flush()
+    store.rollback()
+
+    assert rows(path, "SELECT count(*) FROM entry") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM item") == [(0,)]
+    # The store still reads, and sees writes made the supported way.
+    mgr.submit_write(insert_entry, 5).result(timeout=10)
+    assert store.execute("SELECT unit_id FROM entry").get_all() == [(5,)]
+    assert mgr.get_store(NAME) is store
+
+
+@pytest.mark.timeout(20)
+def test_readers_pin_no_snapshot_so_checkpoints_complete_under_load(managers, tmp_path):
+    path = tmp_path / "checkpoint.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(lambda store: store.execute(
+        "CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")).result(timeout=10)
+    stop = threading.Event()
+    reader_report: dict = {"reads": 0, "pinned": 0, "counts": [[], []]}
+    reader_errors: list[BaseException] = []
+
+    def reader(index: int) -> None:
+        try:
+            store = mgr.get_store(NAME)
+            raw = store.connection._raw_connection
+            while not stop.is_set():
+                (count,) = store.execute("SELECT count(*) FROM blob").get_one()
+                reader_report["counts"][index].append(count)
+                reader_report["reads"] += 1
+                if raw.in_transaction:
+                    reader_report["pinned"] += 1
+        except BaseException as error:  # noqa: BLE001
+            reader_errors.append(error)
+
+    payload = bytes(range(256)) * 64  # 16 KiB
+    readers = [threading.Thread(target=reader, args=(index,)) for index in range(2)]
+    for thread in readers:
+        thread.start()
+    checkpoints = []
+    checker = dbapi.connect(str(path), timeout=3, isolation_level=None)
+    try:
+        started = time.monotonic()
+        next_check = started + 0.4
+        while time.monotonic() - started < 1.5:
+            futures = [mgr.submit_write(lambda store: store.execute(
+                "INSERT INTO blob (data) VALUES (?)", (payload,))) for _ in range(16)]
+            for future in futures:
+                future.result(timeout=10)
+            if time.monotonic() >= next_check:
+                # Needs every reader off the WAL at some moment: a pinned snapshot
+                # keeps it busy for the whole busy timeout and answers busy=1.
+                checkpoints.append(
+                    checker.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+                next_check = time.monotonic() + 0.4
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(10)
+        checker.close()
+
+    assert reader_errors == []
+    assert reader_report["reads"] > 10
+    assert reader_report["pinned"] == 0
+    for busy, log_frames, checkpointed in checkpoints:
+        assert busy == 0, checkpoints
+        assert log_frames == checkpointed, checkpoints
+    assert len(checkpoints) >= 2
+    total = rows(path, "SELECT count(*) FROM blob")[0][0]
+    for counts in reader_report["counts"]:
+        assert counts == sorted(counts)  # fresh data, never going back
+        assert counts[-1] > counts[0]    # each reader saw the writes arrive
+        assert counts[-1] <= total
+
+
+@pytest.mark.timeout(15)
+def test_read_your_writes_through_a_cached_store_and_cached_objects(managers, tmp_path):
+    path = tmp_path / "ryw.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    mgr.submit_write(lambda store: store.execute(
+        "INSERT INTO item (id, value) VALUES (1, 'old')")).result(timeout=10)
+
+    store = mgr.get_store(NAME)
+    cached = store.get(Item, 1)
+    assert cached.value == "old"
+    assert store.find(Item).count() == 1
+
+    def update(store, new_value: str) -> str:
+        store.get(Item, 1).value = new_value
+        return new_value
+
+    assert mgr.submit_write(update, "new").result(timeout=10) == "new"
+    again = store.get(Item, 1)
+    assert again.value == "new"
+    assert cached.value == "new"
+    assert not store.connection._raw_connection.in_transaction
+
+    def add_item(store) -> int:
+        item = Item()
+        item.id = 2
+        item.value = "second"
+        store.add(item)
+        return item.id
+
+    assert mgr.submit_write(add_item).result(timeout=10) == 2
+    assert sorted((item.id, item.value) for item in store.find(Item)) == [
+        (1, "new"), (2, "second")]
+    assert mgr.submit_write(update, "newest").result(timeout=10) == "newest"
+    assert store.find(Item, Item.value == "newest").one() is cached
+    assert cached.value == "newest"
+
+
+@pytest.mark.timeout(15)
+def test_read_block_is_one_snapshot(managers, tmp_path):
+    path = tmp_path / "snapshot.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    mgr.submit_write(insert_entry, 1).result(timeout=10)
+
+    with mgr.read(NAME) as store:
+        assert store.execute("SELECT count(*) FROM entry").get_one() == (1,)
+        assert mgr.submit_write(insert_entry, 2).result(timeout=10) == 2
+        assert entry_ids(path) == [1, 2]  # committed, as another connection sees
+        assert store.execute("SELECT count(*) FROM entry").get_one() == (1,)
+        assert store.execute("SELECT unit_id FROM entry").get_all() == [(1,)]
+    assert store.execute("SELECT count(*) FROM entry").get_one() == (2,)
+    assert not store.connection._raw_connection.in_transaction
+    assert mgr.get_store(NAME) is store
+
+
+@pytest.mark.timeout(15)
+def test_write_block_commits_on_exit_and_rolls_back_on_error(managers, tmp_path):
+    path = tmp_path / "block.db"
+    mgr = managers(f"sqlite:{path}")
+    mgr.submit_write(create_tables).result(timeout=10)
+
+    with mgr.write(NAME) as store:
+        insert_entry(store, 1, "block")
+        item = Item()
+        item.id = 1
+        item.value = "from block"
+        store.add(item)
+        # A unit another thread submits meanwhile waits for the block.
+        submitted: list = []
+        other = threading.Thread(target=lambda: submitted.append(
+            mgr.submit_write(insert_entry, 2, "queued")))
+        other.start()
+        other.join(10)
+        time.sleep(0.1)
+        assert not submitted[0].done()
+        assert entry_ids(path) == []  # nothing committed before the block ends
+    assert submitted[0].result(timeout=10) == 2
+    assert rows(path, "SELECT unit_id, note FROM entry ORDER BY unit_id") == [
+        (1, "block"), (2, "queued")]
+    reader = mgr.get_store(NAME)
+    assert reader.get(Item, 1).value == "from block"
+
+    with pytest.raises(UnitFailure, match="block failed"):
+        with mgr.write(NAME) as store:
+            insert_entry(store, 3, "doomed")
+            item = Item()
+            item.id = 3
+            item.value = "doomed"
+            store.add(item)
+            store.flush()
+            raise UnitFailure("block failed")
+    assert entry_ids(path) == [1, 2]
+    assert rows(path, "SELECT id FROM item") == [(1,)]
+    assert reader.get(Item, 3) is None
+    # The writer is intact and its store holds nothing of the failed block.
+    assert mgr.submit_write(lambda store: store.get(Item, 3)).result(timeout=10) is None
+    assert mgr.submit_write(insert_entry, 4).result(timeout=10) == 4
+    assert entry_ids(path) == [1, 2, 4]
+    assert mgr.stats(NAME)["writer_restarts"] == 0
+
+
+# -- strategy single -----------------------------------------------------------
+
+@pytest.mark.timeout(15)
+def test_single_refuses_get_store_and_reads_on_the_worker(managers, tmp_path):
+    path = tmp_path / "single.db"
+    mgr = managers(f"sqlite:{path}?strategy=single")
+    with pytest.raises(StrategyError, match="submit_read"):
+        mgr.get_store(NAME)
+    with pytest.raises(StrategyError, match="submit_read"):
+        mgr.read(NAME).__enter__()
+
+    def where(store) -> int:
+        return threading.get_ident()
+
+    writer_thread = mgr.submit_write(where).result(timeout=10)
+    mgr.submit_write(create_tables).result(timeout=10)
+    mgr.submit_write(insert_entry, 1).result(timeout=10)
+    assert mgr.submit_read(lambda store: store.execute(
+        "SELECT unit_id FROM entry").get_all()).result(timeout=10) == [(1,)]
+    assert mgr.submit_read(where).result(timeout=10) == writer_thread != threading.get_ident()
+
+    seen: dict[int, list] = {}
+
+    def other_thread(index: int) -> None:
+        mgr.submit_write(insert_entry, 10 + index).result(timeout=10)
+        seen[index] = mgr.submit_read(lambda store: [unit_id for (unit_id,) in store.execute(
+            "SELECT unit_id FROM entry").get_all()]).result(timeout=10)
+
+    run_threads(other_thread, 4)
+    for index, unit_ids in seen.items():
+        assert 1 in unit_ids and 10 + index in unit_ids  # each sees its own write
+    assert entry_ids(path) == [1, 10, 11, 12, 13]
+
+
+# -- figures -------------------------------------------------------------------
+
+@pytest.mark.timeout(15)
+def test_stats_match_what_happened(managers, tmp_path):
+    path = tmp_path / "stats.db"
+    mgr = managers(f"sqlite:{path}")
+    keys = {"queue_depth", "oldest_wait_seconds", "units_committed", "units_failed",
+            "batches", "mean_batch", "largest_batch", "retries", "lock_wait_seconds"}
+    fresh = mgr.stats(NAME)
+    assert keys <= set(fresh)
+    assert (fresh["queue_depth"], fresh["units_committed"], fresh["units_failed"],
+            fresh["batches"], fresh["largest_batch"]) == (0, 0, 0, 0, 0)
+
+    mgr.submit_write(create_tables).result(timeout=10)
+    stall = Stall()
+    stalled = stall.start(mgr)
+
+    def failing(store, unit_id: int) -> None:
+        insert_entry(store, unit_id)
+        raise UnitFailure(f"unit {unit_id}")
+
+    futures = [mgr.submit_write(insert_entry, unit_id) for unit_id in range(5)]
+    futures += [mgr.submit_write(failing, unit_id) for unit_id in (5, 6)]
+    time.sleep(0.3)
+    waiting = mgr.stats(NAME)
+    assert waiting["queue_depth"] == 7
+    assert 0.25 <= waiting["oldest_wait_seconds"] < 5
+    stall.gate.set()
+    assert stalled.result(timeout=10) == "stall released"
+    for future in futures[:5]:
+        future.result(timeout=10)
+    for future in futures[5:]:
+        assert isinstance(future.exception(timeout=10), UnitFailure)
+
+    done = mgr.stats(NAME)
+    assert done["queue_depth"] == 0
+    assert done["oldest_wait_seconds"] == 0
+    assert done["units_committed"] == 1 + 1 + 5
+    assert done["units_failed"] == 2
+    assert done["largest_batch"] == 7
+    assert done["batches"] == 3  # setup, stall, then the seven queued units together
+    assert done["mean_batch"] == pytest.approx(9 / 3)
+    assert done["retries"] == 0
+    # Nobody else held the lock: the 0.3 s the stall spent inside its own
+    # transaction is not time lost to locks.
+    assert 0 <= done["lock_wait_seconds"] < 0.1, done
+    assert entry_ids(path) == [0, 1, 2, 3, 4]
+
+
+# -- in-memory -----------------------------------------------------------------
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_in_memory_database_is_one_database_for_all_threads(managers, strategy):
+    mgr = managers(f"sqlite:?strategy={strategy}")
+    mgr.submit_write(create_tables).result(timeout=10)
+    mgr.submit_write(insert_entry, 0, "main thread").result(timeout=10)
+    seen: dict[int, list] = {}
+
+    def worker(index: int) -> None:
+        mgr.submit_write(insert_entry, index + 1, f"thread {index}").result(timeout=10)
+        if strategy == "queue":
+            store = mgr.get_store(NAME)
+            found = store.execute("SELECT unit_id FROM entry").get_all()
+        else:
+            found = mgr.submit_read(lambda store: store.execute(
+                "SELECT unit_id FROM entry").get_all()).result(timeout=10)
+        seen[index] = sorted(unit_id for (unit_id,) in found)
+
+    run_threads(worker, 4)
+    for index, unit_ids in seen.items():
+        assert 0 in unit_ids and index + 1 in unit_ids
+    assert mgr.submit_read(lambda store: store.execute(
+        "SELECT unit_id FROM entry ORDER BY unit_id").get_all()).result(timeout=10) == [
+        (0,), (1,), (2,), (3,), (4,)]
+
+
+# -- misuse and failure ----------------------------------------------------------
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_submit_from_inside_a_unit_raises_nested_write_error(managers, tmp_path, strategy):
+    path = tmp_path / "nested.db"
+    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+    mgr.submit_write(create_tables).result(timeout=10)
+
+    def catches(store) -> str:
+        insert_entry(store, 1, "outer")
+        try:
+            mgr.submit_write(insert_entry, 2, "inner")
+        except NestedWriteError as error:
+            return str(error)
+        return "no error"
+
+    message = mgr.submit_write(catches).result(timeout=5)
+    assert "submit_write" in message and "inside a unit" in message
+
+    def propagates(store) -> None:
+        insert_entry(store, 3, "outer")
+        mgr.submit_write(insert_entry, 4, "inner")
+
+    error = mgr.submit_write(propagates).exception(timeout=5)
+    assert isinstance(error, NestedWriteError)
+
+    def reads_inside(store) -> None:
+        mgr.submit_read(lambda inner: inner.execute("SELECT 1").get_one())
+
+    def write_block_inside(store) -> None:
+        with mgr.write(NAME):
+            pass
+
+    if strategy == "single":
+        assert isinstance(mgr.submit_write(reads_inside).exception(timeout=5),
+                          NestedWriteError)
+    assert isinstance(mgr.submit_write(write_block_inside).exception(timeout=5),
+                      NestedWriteError)
+
+    # A write() block holds the writer too: waiting on a unit queued behind it,
+    # or opening a second block, would wait forever.
+    with mgr.write(NAME) as store:
+        insert_entry(store, 5, "block")
+        with pytest.raises(NestedWriteError, match="write\\(\\) block"):
+            mgr.submit_write(insert_entry, 6, "inside block")
+        with pytest.raises(NestedWriteError, match="write\\(\\) block"):
+            with mgr.write(NAME):
+                pass
+        if strategy == "single":
+            with pytest.raises(NestedWriteError):
+                mgr.submit_read(lambda inner: None)
+    assert mgr.submit_write(insert_entry, 7).result(timeout=5) == 7
+    assert rows(path, "SELECT unit_id, note FROM entry ORDER BY unit_id") == [
+        (1, "outer"), (5, "block"), (7, "ok")]
+    assert mgr.stats(NAME)["writer_restarts"] == 0
+
+
+@pytest.mark.timeout(15)
+def test_full_queue_blocks_for_timeout_then_raises_queue_full(managers, tmp_path):
+    path = tmp_path / "full.db"
+    mgr = managers(f"sqlite:{path}?queue_size=2&timeout=0.3")
+    mgr.submit_write(create_tables).result(timeout=10)
+    stall = Stall()
+    stalled = stall.start(mgr)
+    accepted = [mgr.submit_write(insert_entry, unit_id) for unit_id in (1, 2)]
+    assert mgr.stats(NAME)["queue_depth"] == 2
+
+    started = time.monotonic()
+    with pytest.raises(QueueFullError) as caught:
+        mgr.submit_write(insert_entry, 99)
+    waited = time.monotonic() - started
+    assert 0.28 <= waited < 1.5, waited
+    assert "queue_size" in str(caught.value)
+    assert "timeout=0.3" in str(caught.value)
+
+    refused: list[BaseException] = []
+
+    def more(index: int) -> None:
+        try:
+            mgr.submit_write(insert_entry, 100 + index)
+        except QueueFullError as error:
+            refused.append(error)
+
+    run_threads(more, 4, timeout=10)
+    assert len(refused) == 4
+    stats = mgr.stats(NAME)
+    assert stats["queue_depth"] == 2  # bounded: the refused units were not kept
+    assert stats["oldest_wait_seconds"] >= 0.3
+
+    stall.gate.set()
+    assert stalled.result(timeout=10) == "stall released"
+    assert [future.result(timeout=10) for future in accepted] == [1, 2]
+    assert entry_ids(path) == [1, 2]
+
+
+@pytest.mark.timeout(15)
+def test_submit_to_a_full_queue_gets_in_when_room_appears(managers, tmp_path):
+    path = tmp_path / "room.db"
+    mgr = managers(f"sqlite:{path}?queue_size=1&timeout=5")
+    mgr.submit_write(create_tables).result(timeout=10)
+    stall = Stall()
+    stalled = stall.start(mgr)
+    first = mgr.submit_write(insert_entry, 1)
+    outcome: dict = {}
+
+    def blocked_submit() -> None:
+        started = time.monotonic()
+        outcome["future"] = mgr.submit_write(insert_entry, 2)
+        outcome["waited"] = time.monotonic() - started
+
+    thread = threading.Thread(target=blocked_submit)
+    thread.start()
+    time.sleep(0.3)
+    assert "future" not in outcome  # still blocked on the full queue
+    stall.gate.set()
+    thread.join(10)
+    assert 0.25 <= outcome["waited"] < 5
+    assert stalled.result(timeout=10) == "stall released"
+    assert first.result(timeout=10) == 1
+    assert outcome["future"].result(timeout=10) == 2
+    assert entry_ids(path) == [1, 2]
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_close_drains_queued_units_then_refuses_everything(managers, tmp_path, strategy):
+    path = tmp_path / "drain.db"
+    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=8")
+    mgr.submit_write(create_tables).result(timeout=10)
+    stall = Stall()
+    stalled = stall.start(mgr)
+    futures = [mgr.submit_write(insert_entry, unit_id) for unit_id in range(50)]
+    assert not any(future.done() for future in futures)
+    release = threading.Timer(0.3, stall.gate.set)
+    release.start()
+    started = time.monotonic()
+    mgr.close()
+    assert time.monotonic() - started >= 0.25  # close waited for the queue to drain
+    release.join()
+
+    assert stalled.result(timeout=0) == "stall released"
+    assert [future.result(timeout=0) for future in futures] == list(range(50))
+    assert entry_ids(path) == list(range(50))
+    with pytest.raises(ManagerClosedError):
+        mgr.submit_write(insert_entry, 50)
+    with pytest.raises(ManagerClosedError):
+        mgr.submit_read(lambda store: None)
+    with pytest.raises(ManagerClosedError):
+        mgr.write(NAME)
+    with pytest.raises(ManagerClosedError):
+        mgr.get_store(NAME)
+    mgr.close()  # a second close is harmless
+    assert entry_ids(path) == list(range(50))
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+@pytest.mark.parametrize("make_death", [lambda: Boom("kaboom"), lambda: SystemExit(3)],
+                         ids=["BaseException-subclass", "SystemExit"])
+def test_a_unit_raising_base_exception_breaks_the_writer_cleanly(
+        managers, tmp_path, strategy, make_death):
+    path = tmp_path / "death.db"
+    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=3")
+    mgr.submit_write(create_tables).result(timeout=10)
+    death = make_death()
+
+    def fatal(store) -> None:
+        insert_entry(store, 2, "fatal")
+        raise death
+
+    stall = Stall()
+    stalled = stall.start(mgr)
+    before = mgr.submit_write(insert_entry, 1)   # same batch, runs before the fatal unit
+    culprit = mgr.submit_write(fatal)
+    others = [mgr.submit_write(insert_entry, unit_id) for unit_id in (3, 4, 5)]
+    stall.gate.set()
+    assert stalled.result(timeout=10) == "stall released"
+
+    assert culprit.exception(timeout=10) is death
+    for future in [before, *others]:
+        error = future.exception(timeout=10)
+        assert isinstance(error, WriterBrokenError)
+        assert error.__cause__ is death
+        assert "died" in str(error)
+    assert entry_ids(path) == []  # the whole broken batch was rolled back
+
+    # The next submit starts a new writer on a new connection.
+    assert mgr.submit_write(insert_entry, 6).result(timeout=10) == 6
+    assert mgr.submit_write(insert_entry, 7).result(timeout=10) == 7
+    assert entry_ids(path) == [6, 7]
+    assert mgr.stats(NAME)["writer_restarts"] >= 1
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+def test_a_file_that_is_not_a_database_fails_every_unit_clearly(managers, tmp_path, strategy):
+    path = tmp_path / "garbage.db"
+    garbage = b"this is certainly not an SQLite database\n" * 200
+    path.write_bytes(garbage)
+    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+
+    futures = [mgr.submit_write(insert_entry, unit_id) for unit_id in range(3)]
+    for future in futures:
+        error = future.exception(timeout=10)
+        assert isinstance(error, Exception)
+        assert str(path) in str(error)
+        assert "not a database" in str(error)
+    # Trying again fails the same way instead of hanging.
+    again = mgr.submit_write(insert_entry, 9).exception(timeout=10)
+    assert str(path) in str(again)
+    outcome: dict = {}
+
+    def write_block() -> None:
+        try:
+            with mgr.write(NAME):
+                outcome["entered"] = True
+        except Exception as error:  # noqa: BLE001
+            outcome["error"] = error
+
+    thread = threading.Thread(target=write_block)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "write() hung on a database that cannot be opened"
+    assert "entered" not in outcome
+    assert str(path) in str(outcome["error"])
+    started = time.monotonic()
+    mgr.close(timeout=10)
+    assert time.monotonic() - started < 5
+    assert path.read_bytes() == garbage  # the bad file was left as it was
