@@ -16,8 +16,9 @@ from typing import Any, Callable, TypeVar
 from storm.store import Store
 
 from .errors import (
-    ConfigError, DatabaseLockedError, ManagerClosedError, NestedWriteError, QueueFullError,
-    ReadOnlyStoreError, StoreManagerError, StrategyError, TransactionControlError, WriterBrokenError,
+    ConfigError, DatabaseLockedError, ManagerClosedError, QueueFullError,
+    ReadOnlyStoreError, StoreManagerError, StrategyError, TransactionControlError, TransactionDoomedError,
+    WriterBrokenError,
     WrongThreadError)
 from .manager import StoreManager
 from .uri import SQLiteConfig, parse_uri
@@ -26,9 +27,9 @@ __all__ = [
     "StoreManager", "SQLiteConfig", "parse_uri",
     "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
     "stats", "close", "default_manager",
-    "ConfigError", "DatabaseLockedError", "ManagerClosedError", "NestedWriteError",
+    "ConfigError", "DatabaseLockedError", "ManagerClosedError",
     "QueueFullError", "ReadOnlyStoreError", "StoreManagerError", "StrategyError",
-    "TransactionControlError",
+    "TransactionControlError", "TransactionDoomedError",
     "WriterBrokenError", "WrongThreadError",
 ]
 
@@ -60,8 +61,8 @@ def submit_read(fn: Callable[..., T], *args: Any, name: str | None = None,
     return _default.submit_read(fn, *args, name=name, **kwargs)
 
 
-def write(name: str | None = None) -> AbstractContextManager[Store]:
-    return _default.write(name)
+def write(name: str | None = None, savepoint: bool = False) -> AbstractContextManager[Store]:
+    return _default.write(name, savepoint)
 
 
 def read(name: str | None = None) -> AbstractContextManager[Store]:

@@ -141,17 +141,17 @@ class SQLiteConnection(StormSQLiteConnection):
         self._in_transaction = True
         self._wrote = False
 
-    def savepoint(self) -> None:
-        """Open the savepoint that isolates one unit of a group commit."""
-        self._execute_raw("SAVEPOINT storemgr_unit", ())
+    def savepoint(self, name: str) -> None:
+        """Open a savepoint; ``name`` is one of the manager's own, never user text."""
+        self._execute_raw(f"SAVEPOINT {name}", ())
 
-    def release_savepoint(self) -> None:
-        self._execute_raw("RELEASE storemgr_unit", ())
+    def release_savepoint(self, name: str) -> None:
+        self._execute_raw(f"RELEASE {name}", ())
 
-    def rollback_to_savepoint(self) -> None:
-        """Undo the unit's statements and close its savepoint."""
-        self._execute_raw("ROLLBACK TO storemgr_unit", ())
-        self._execute_raw("RELEASE storemgr_unit", ())
+    def rollback_to_savepoint(self, name: str) -> None:
+        """Undo the statements since the savepoint and close it."""
+        self._execute_raw(f"ROLLBACK TO {name}", ())
+        self._execute_raw(f"RELEASE {name}", ())
 
     def data_version(self) -> int:
         """SQLite's counter that changes when another connection commits."""

@@ -40,12 +40,12 @@ class WrongThreadError(StoreManagerError):
     """A per-thread store was used from a thread that did not create it."""
 
 
-class NestedWriteError(StoreManagerError):
-    """A write unit was started while the thread's store holds uncommitted changes."""
-
-
 class StrategyError(StoreManagerError):
     """An operation that the configured strategy does not offer (the message says what to use)."""
+
+
+class TransactionDoomedError(StoreManagerError):
+    """An inner unit failed, so the transaction it joined was rolled back instead of committed."""
 
 
 class TransactionControlError(StoreManagerError):

@@ -89,9 +89,13 @@ class StoreManager:
         """Run ``fn(store, *args, **kwargs)`` in one read snapshot (on the worker under ``single``)."""
         return self._strategy(name).submit_read(fn, args, kwargs)
 
-    def write(self, name: str | None = None) -> AbstractContextManager[Store]:
-        """A write transaction around a ``with`` block: committed on exit, rolled back on error."""
-        return self._strategy(name).write()
+    def write(self, name: str | None = None, savepoint: bool = False
+              ) -> AbstractContextManager[Store]:
+        """A write transaction around a ``with`` block: committed on exit, rolled back on error.
+
+        Inside a running unit it joins that unit; ``savepoint=True`` lets it fail alone.
+        """
+        return self._strategy(name).write(savepoint)
 
     def read(self, name: str | None = None) -> AbstractContextManager[Store]:
         """One consistent read snapshot around a ``with`` block."""

@@ -18,7 +18,13 @@ from typing import Any
 from storm.store import PENDING_ADD, PENDING_REMOVE, Store
 
 from .backend import SQLiteConnection, SQLiteDatabase
-from .errors import TransactionControlError, WrongThreadError
+from .errors import TransactionControlError, TransactionDoomedError, WrongThreadError
+
+
+def _doomed(name: str, cause: BaseException) -> TransactionDoomedError:
+    return TransactionDoomedError(
+        f"the transaction on {name!r} is doomed: an inner unit failed with {cause!r}; "
+        "it was rolled back and nothing of it is committed")
 
 
 class _ReadOnlyConnector:
@@ -45,6 +51,9 @@ class ManagedStore(Store):
         self.owner = threading.get_ident()
         self.unit_depth = 0
         self.in_unit_body = False  # user code of a unit is running: it must not end the transaction
+        # One slot per scope that can fail on its own (the transaction, each savepoint):
+        # the exception of an inner unit that failed in it, which dooms it.
+        self._doom: list[BaseException | None] = [None]
 
     @property
     def connection(self) -> SQLiteConnection:
@@ -94,11 +103,44 @@ class ManagedStore(Store):
     def commit(self) -> None:
         self.check_thread()
         self._refuse_inside_unit("commit")
+        cause = self._doom[0]
+        if cause is not None:
+            self.rollback()
+            raise _doomed(self.name, cause) from cause
         super().commit()
 
     def rollback(self) -> None:
         self._refuse_inside_unit("rollback")
         super().rollback()
+        self._doom = [None]
+
+    def doom(self, cause: BaseException) -> None:
+        """Mark the innermost scope doomed: an inner unit in it failed."""
+        if self._doom[-1] is None:
+            self._doom[-1] = cause
+
+    def raise_if_doomed(self) -> None:
+        cause = self._doom[-1]
+        if cause is not None:
+            raise _doomed(self.name, cause) from cause
+
+    def open_savepoint(self) -> str:
+        """Flush, then open a savepoint scope of its own; returns its name."""
+        self.flush()
+        name = f"storemgr_sp{len(self._doom)}"
+        self._connection.savepoint(name)
+        self._doom.append(None)
+        return name
+
+    def release_savepoint(self, name: str) -> None:
+        self._connection.release_savepoint(name)
+        self._doom.pop()
+
+    def rollback_savepoint(self, name: str) -> None:
+        """Undo the scope in SQLite and in Storm's cache, which knows nothing of savepoints."""
+        self._connection.rollback_to_savepoint(name)
+        self._doom.pop()
+        self.discard_unflushed()
 
     def _refuse_inside_unit(self, what: str) -> None:
         if self.in_unit_body:

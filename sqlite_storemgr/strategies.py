@@ -22,20 +22,9 @@ from .errors import StrategyError
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import ThreadStores
-from .units import read_block, run_read, run_write_unit, write_block
+from .units import read_block, resolved_future, run_read, run_write_unit, write_block
 from .uri import SQLiteConfig
 from .writer_queue import WriterQueue
-
-
-def _resolved(fn: Callable[..., Any], *args: Any) -> Future:
-    """A future already holding ``fn(*args)``'s result or exception."""
-    future: Future = Future()
-    future.set_running_or_notify_cancel()
-    try:
-        future.set_result(fn(*args))
-    except Exception as error:
-        future.set_exception(error)
-    return future
 
 
 class Strategy:
@@ -80,7 +69,7 @@ class CallerThreadStrategy(Strategy):
         return self.stores.get(self.name)
 
     def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
-        future = _resolved(run_write_unit, self.get_store(), self.policy,
+        future = resolved_future(run_write_unit, self.get_store(), self.policy,
                            lambda store: fn(store, *args, **kwargs), self.mutex)
         if future.exception() is None:
             self.committed += 1
@@ -89,10 +78,10 @@ class CallerThreadStrategy(Strategy):
         return future
 
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
-        return _resolved(run_read, self.get_store(), fn, args, kwargs)
+        return resolved_future(run_read, self.get_store(), fn, args, kwargs)
 
-    def write(self) -> AbstractContextManager[ManagedStore]:
-        return write_block(self.get_store(), self.policy, self.mutex)
+    def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
+        return write_block(self.get_store(), self.policy, self.mutex, savepoint)
 
     def read(self) -> AbstractContextManager[ManagedStore]:
         return read_block(self.get_store())
@@ -134,10 +123,10 @@ class WriterThreadStrategy(Strategy):
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         if self.reads_on_writer:
             return self.queue.submit(fn, args, kwargs)
-        return _resolved(run_read, self.get_store(), fn, args, kwargs)
+        return resolved_future(run_read, self.get_store(), fn, args, kwargs)
 
-    def write(self) -> AbstractContextManager[ManagedStore]:
-        return self.queue.lease()
+    def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
+        return self.queue.lease(savepoint)
 
     def read(self) -> AbstractContextManager[ManagedStore]:
         return read_block(self.get_store())

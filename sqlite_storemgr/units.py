@@ -1,42 +1,91 @@
 """Units of work on one store: a write function, a ``write()`` block, a ``read()`` block.
 
 Shared by the strategies that run units in the calling thread and by the
-writer thread (for ``write()`` blocks it lends out).
+writer thread.  Units compose: one started while another runs on the same
+store (or while the store holds uncommitted changes) joins that transaction
+instead of committing it early.  An inner unit that fails dooms the scope it
+joined, so the outer commit raises `TransactionDoomedError` and rolls back;
+an inner ``write(savepoint=True)`` block has a scope of its own and can fail
+alone.  This is what nested ``commit_on_success`` decorators get wrong.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-from .errors import DatabaseLockedError, NestedWriteError
+from .errors import DatabaseLockedError
 from .retry import LockPolicy
 from .stores import ManagedStore
 
 T = TypeVar("T")
 
 
+def resolved_future(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """A future already holding ``fn(*args, **kwargs)``'s result or exception."""
+    future: Future = Future()
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except Exception as error:
+        future.set_exception(error)
+    return future
+
+
 def run_user_code(store: ManagedStore, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a unit's own code, during which the store refuses commit() and rollback()."""
+    outer = store.in_unit_body
     store.in_unit_body = True
     try:
         return fn(*args, **kwargs)
     finally:
-        store.in_unit_body = False
+        store.in_unit_body = outer
 
 
-def _enter_unit(store: ManagedStore) -> None:
-    """Refuse nesting; end a read-only transaction the store still has open."""
-    if store.unit_depth:
-        raise NestedWriteError(
-            f"a write unit is already running on this thread's store {store.name!r}; "
-            "nested units are not supported yet: use the store the outer unit was given")
-    if store.has_uncommitted_changes():
-        raise NestedWriteError(
-            f"this thread's store {store.name!r} holds uncommitted changes made outside "
-            "a write unit; commit or roll them back before starting one")
+def is_nested(store: ManagedStore) -> bool:
+    """Whether a unit started now would join a transaction already under way."""
+    return store.unit_depth > 0 or store.has_uncommitted_changes()
+
+
+@contextmanager
+def joined_block(store: ManagedStore, savepoint: bool = False) -> Iterator[ManagedStore]:
+    """An inner unit in the running transaction: commits nothing; failing dooms its scope.
+
+    With ``savepoint`` it gets a scope of its own (a SQLite SAVEPOINT), so its
+    failure rolls back only its own work and dooms nothing.
+    """
+    store.unit_depth += 1
+    name = store.open_savepoint() if savepoint else None
+    try:
+        yield store
+        store.flush()
+        if name is not None:
+            store.raise_if_doomed()
+    except BaseException as error:
+        if name is not None:
+            store.rollback_savepoint(name)
+        else:
+            store.doom(error)
+        raise
+    else:
+        if name is not None:
+            store.release_savepoint(name)
+    finally:
+        store.unit_depth -= 1
+
+
+def run_joined(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
+               kwargs: dict[str, Any] | None = None) -> T:
+    """``fn(store, *args, **kwargs)`` as an inner unit of the running transaction."""
+    with joined_block(store):
+        return run_user_code(store, fn, store, *args, **(kwargs or {}))
+
+
+def _begin_outermost(store: ManagedStore) -> None:
+    """End a read-only transaction the store still has open; count the unit."""
     if store.connection.in_transaction:
         store.rollback()
     store.unit_depth += 1
@@ -57,8 +106,13 @@ def _acquire(mutex: threading.Lock | None, policy: LockPolicy, started: float) -
 
 def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[ManagedStore], T],
                    mutex: threading.Lock | None = None) -> T:
-    """Run ``fn(store)`` in one ``BEGIN IMMEDIATE`` transaction under the lock policy."""
-    _enter_unit(store)
+    """Run ``fn(store)`` in one ``BEGIN IMMEDIATE`` transaction under the lock policy.
+
+    Inside a running unit (or uncommitted changes) it joins instead.
+    """
+    if is_nested(store):
+        return run_joined(store, fn)
+    _begin_outermost(store)
     started = time.monotonic()
     connection = store.connection
     try:
@@ -68,6 +122,7 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
                 policy.begin(connection)
                 result = run_user_code(store, fn, store)
                 store.flush()
+                store.raise_if_doomed()
                 return result
             return policy.run(body, commit=store.commit, rollback=store.rollback,
                               set_wait=connection.set_busy_timeout, started=started)
@@ -79,18 +134,27 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
 
 
 @contextmanager
-def write_block(store: ManagedStore, policy: LockPolicy,
-                mutex: threading.Lock | None = None, nested_check: bool = True
-                ) -> Iterator[ManagedStore]:
+def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock | None = None,
+                savepoint: bool = False) -> Iterator[ManagedStore]:
     """One write transaction around a ``with`` block: committed on exit, rolled back on error.
 
     The block cannot be re-run, so only getting the lock and the COMMIT follow
-    the policy (a refused COMMIT is retried, never the block).
+    the policy (a refused COMMIT is retried, never the block).  Inside a running
+    unit it joins instead (see `joined_block`).
     """
-    if nested_check:
-        _enter_unit(store)
-    else:
-        store.unit_depth += 1
+    if is_nested(store):
+        with joined_block(store, savepoint):
+            yield store
+        return
+    with outermost_block(store, policy, mutex):
+        yield store
+
+
+@contextmanager
+def outermost_block(store: ManagedStore, policy: LockPolicy,
+                    mutex: threading.Lock | None = None) -> Iterator[ManagedStore]:
+    """The transaction of a ``write()`` block that is not inside another unit."""
+    _begin_outermost(store)
     started = time.monotonic()
     connection = store.connection
     try:
@@ -98,15 +162,17 @@ def write_block(store: ManagedStore, policy: LockPolicy,
         try:
             policy.run(lambda: policy.begin(connection), commit=_nothing, rollback=store.rollback,
                        set_wait=connection.set_busy_timeout, started=started)
+            outer = store.in_unit_body
             store.in_unit_body = True
             try:
                 yield store
             except BaseException:
-                store.in_unit_body = False
+                store.in_unit_body = outer
                 store.rollback()
                 raise
-            store.in_unit_body = False
-            policy.for_commit().run(store.flush, commit=store.commit, rollback=store.rollback)
+            store.in_unit_body = outer
+            policy.for_commit().run(lambda: (store.flush(), store.raise_if_doomed()),
+                                    commit=store.commit, rollback=store.rollback)
         finally:
             if mutex is not None:
                 mutex.release()
@@ -121,7 +187,7 @@ def _nothing() -> None:
 @contextmanager
 def read_block(store: ManagedStore) -> Iterator[ManagedStore]:
     """One consistent snapshot for the block, ended on exit; inside a write unit, joins it."""
-    if store.unit_depth or store.has_uncommitted_changes():
+    if is_nested(store):
         yield store
         return
     if store.connection.in_transaction:

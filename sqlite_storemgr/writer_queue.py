@@ -26,16 +26,24 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from .backend import busy_phase
-from .errors import ManagerClosedError, NestedWriteError, QueueFullError, WriterBrokenError
+from .errors import ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError
 from .retry import LockPolicy
 from .stores import ManagedStore
-from .units import run_user_code, write_block
+from .units import joined_block, outermost_block, resolved_future, run_joined, run_user_code
 
 _live_queues: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
 EXIT_DRAIN_SECONDS = 10.0
 LINGER_SECONDS = 0.0005
 # The parent's writer stores, kept referenced in a forked child so no destructor closes them.
 _abandoned_after_fork: list = []
+
+
+def _refuse_storm_object(value: Any) -> None:
+    """A Storm object bound to the writer's store must not reach another thread."""
+    if hasattr(type(value), "__storm_table__"):
+        raise StoreManagerError(
+            f"the unit returned {type(value).__name__} object bound to the writer's store, "
+            "which no other thread may use; return plain values (e.g. its id) instead")
 
 
 class _Unit:
@@ -108,15 +116,8 @@ class WriterQueue:
 
     def submit(self, fn: Callable, args: tuple = (), kwargs: dict | None = None) -> Future:
         """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full."""
-        caller = threading.get_ident()
-        if caller == self._thread_ident:
-            raise NestedWriteError(
-                f"submit_write was called from inside a unit running on the writer of "
-                f"{self.name!r}; call the function directly with the store you were given")
-        if caller == self._lessee:
-            raise NestedWriteError(
-                f"submit_write or write() was called inside a write() block on "
-                f"{self.name!r}, which holds the writer until it ends; use the block's store")
+        if self._inside_unit():
+            return resolved_future(run_joined, self._store, fn, args, kwargs)
         future: Future = Future()
         unit = _Unit(fn, args, kwargs or {}, future)
         with self._lock:
@@ -152,9 +153,21 @@ class WriterQueue:
             target=self._run, name=f"storemgr-writer-{self.name}", daemon=True)
         self._thread.start()
 
+    def _inside_unit(self) -> bool:
+        """Whether the caller runs inside a unit of this writer (its thread, or a write() block)."""
+        caller = threading.get_ident()
+        return caller == self._thread_ident or caller == self._lessee
+
     @contextmanager
-    def lease(self) -> Iterator[ManagedStore]:
-        """Borrow the writer's store for one write transaction in the calling thread."""
+    def lease(self, savepoint: bool = False) -> Iterator[ManagedStore]:
+        """Borrow the writer's store for one write transaction in the calling thread.
+
+        Inside a unit of this writer it joins that unit instead (see `joined_block`).
+        """
+        if self._inside_unit():
+            with joined_block(self._store, savepoint):
+                yield self._store
+            return
         lease = _Lease()
         future = self.submit(_Lease, (), {"lease": lease})
         lease.ready.wait()
@@ -243,21 +256,25 @@ class WriterQueue:
             self._policy.begin(connection)
             outcomes = []
             for unit in units:
-                connection.savepoint()
+                savepoint = store.open_savepoint()
+                store.unit_depth = 1
                 try:
                     value = run_user_code(store, unit.fn, store, *unit.args, **unit.kwargs)
                     store.flush()
+                    store.raise_if_doomed()
+                    _refuse_storm_object(value)
                 except Exception as error:
-                    connection.rollback_to_savepoint()
-                    store.discard_unflushed()
+                    store.rollback_savepoint(savepoint)
                     if busy_phase(error) is not None:
                         raise
                     outcomes.append((unit, False, error))
                 except BaseException as error:
                     raise _WriterDied(unit, error) from error
                 else:
-                    connection.release_savepoint()
+                    store.release_savepoint(savepoint)
                     outcomes.append((unit, True, value))
+                finally:
+                    store.unit_depth = 0
             return outcomes
 
         try:
@@ -288,7 +305,7 @@ class WriterQueue:
         try:
             if not unit.future.set_running_or_notify_cancel():
                 return
-            with write_block(store, self._policy, nested_check=False):
+            with outermost_block(store, self._policy):
                 lease.store = store
                 lease.ready.set()
                 lease.done.wait()

@@ -19,7 +19,7 @@ import storm.exceptions
 from storm.locals import Int, Storm, Unicode
 
 from sqlite_storemgr import (
-    ConfigError, DatabaseLockedError, ManagerClosedError, NestedWriteError, StoreManager,
+    ConfigError, DatabaseLockedError, ManagerClosedError, StoreManager,
     WrongThreadError)
 from sqlite_storemgr import backend
 
@@ -553,76 +553,6 @@ def test_read_block_is_one_consistent_snapshot(make_manager):
         assert store.find(Item).count() == 1
     assert not store.connection.in_transaction
     assert manager.get_store("main").execute("SELECT count(*) FROM item").get_one() == (2,)
-
-
-@pytest.mark.timeout(20)
-def test_submit_write_inside_a_unit_raises_nested_write_error(make_manager):
-    manager, path = make_manager()
-    seen = {}
-
-    def outer(store):
-        store.execute("INSERT INTO item (name) VALUES ('outer')")
-        inner_calls = []
-        inner = manager.submit_write(lambda inner_store: inner_calls.append(1))
-        seen["error"] = inner.exception()
-        seen["inner_calls"] = len(inner_calls)
-        seen["visible_outside"] = names(path)  # the inner call committed nothing
-        return "outer done"
-
-    assert manager.submit_write(outer).result() == "outer done"
-    assert isinstance(seen["error"], NestedWriteError)
-    assert "already running" in str(seen["error"])
-    assert "'main'" in str(seen["error"])
-    assert seen["inner_calls"] == 0
-    assert seen["visible_outside"] == []
-    assert names(path) == ["outer"]
-
-    def outer_fails_with_inner(store):
-        store.execute("INSERT INTO item (name) VALUES ('never')")
-        return manager.submit_write(insert("inner")).result()
-
-    with pytest.raises(NestedWriteError):
-        manager.submit_write(outer_fails_with_inner).result()
-    assert names(path) == ["outer"]
-
-    with manager.write("main") as store:
-        store.execute("INSERT INTO item (name) VALUES ('in block')")
-        with pytest.raises(NestedWriteError):
-            with manager.write("main"):
-                pass
-        assert isinstance(manager.submit_write(insert("x")).exception(), NestedWriteError)
-        assert names(path) == ["outer"]
-    assert names(path) == ["in block", "outer"]
-
-
-@pytest.mark.timeout(20)
-def test_uncommitted_changes_outside_a_unit_refuse_submit_write(make_manager):
-    manager, path = make_manager()
-    store = manager.get_store("main")
-    store.execute("INSERT INTO item (name) VALUES ('loose')")
-    calls = []
-
-    def fn(unit_store):
-        calls.append(1)
-        return insert("unit")(unit_store)
-
-    future = manager.submit_write(fn)
-    error = future.exception()
-    assert isinstance(error, NestedWriteError), repr(error)
-    assert "uncommitted changes" in str(error)
-    assert calls == []
-    # The loose change is neither committed nor thrown away by the refusal.
-    assert store.connection.has_uncommitted_writes
-    assert names(path) == []
-    store.rollback()
-
-    store.add(Item()).name = "pending object"  # not flushed: dirty in Storm's cache
-    assert isinstance(manager.submit_write(fn).exception(), NestedWriteError)
-    assert calls == []
-    store.rollback()
-
-    assert manager.submit_write(fn).result() == "unit"
-    assert names(path) == ["unit"]
 
 
 @pytest.mark.timeout(20)

@@ -19,7 +19,7 @@ import pytest
 from storm.locals import Int, Unicode
 
 from sqlite_storemgr import (
-    ManagerClosedError, NestedWriteError, QueueFullError, ReadOnlyStoreError, StoreManager,
+    ManagerClosedError, QueueFullError, ReadOnlyStoreError, StoreManager,
     StrategyError, WriterBrokenError)
 
 WRITER_STRATEGIES = ["queue", "single"]
@@ -622,64 +622,6 @@ def test_in_memory_database_is_one_database_for_all_threads(managers, strategy):
     assert mgr.submit_read(lambda store: store.execute(
         "SELECT unit_id FROM entry ORDER BY unit_id").get_all()).result(timeout=10) == [
         (0,), (1,), (2,), (3,), (4,)]
-
-
-# -- misuse and failure ----------------------------------------------------------
-
-@pytest.mark.timeout(15)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
-def test_submit_from_inside_a_unit_raises_nested_write_error(managers, tmp_path, strategy):
-    path = tmp_path / "nested.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}")
-    mgr.submit_write(create_tables).result(timeout=10)
-
-    def catches(store) -> str:
-        insert_entry(store, 1, "outer")
-        try:
-            mgr.submit_write(insert_entry, 2, "inner")
-        except NestedWriteError as error:
-            return str(error)
-        return "no error"
-
-    message = mgr.submit_write(catches).result(timeout=5)
-    assert "submit_write" in message and "inside a unit" in message
-
-    def propagates(store) -> None:
-        insert_entry(store, 3, "outer")
-        mgr.submit_write(insert_entry, 4, "inner")
-
-    error = mgr.submit_write(propagates).exception(timeout=5)
-    assert isinstance(error, NestedWriteError)
-
-    def reads_inside(store) -> None:
-        mgr.submit_read(lambda inner: inner.execute("SELECT 1").get_one())
-
-    def write_block_inside(store) -> None:
-        with mgr.write(NAME):
-            pass
-
-    if strategy == "single":
-        assert isinstance(mgr.submit_write(reads_inside).exception(timeout=5),
-                          NestedWriteError)
-    assert isinstance(mgr.submit_write(write_block_inside).exception(timeout=5),
-                      NestedWriteError)
-
-    # A write() block holds the writer too: waiting on a unit queued behind it,
-    # or opening a second block, would wait forever.
-    with mgr.write(NAME) as store:
-        insert_entry(store, 5, "block")
-        with pytest.raises(NestedWriteError, match="write\\(\\) block"):
-            mgr.submit_write(insert_entry, 6, "inside block")
-        with pytest.raises(NestedWriteError, match="write\\(\\) block"):
-            with mgr.write(NAME):
-                pass
-        if strategy == "single":
-            with pytest.raises(NestedWriteError):
-                mgr.submit_read(lambda inner: None)
-    assert mgr.submit_write(insert_entry, 7).result(timeout=5) == 7
-    assert rows(path, "SELECT unit_id, note FROM entry ORDER BY unit_id") == [
-        (1, "outer"), (5, "block"), (7, "ok")]
-    assert mgr.stats(NAME)["writer_restarts"] == 0
 
 
 @pytest.mark.timeout(15)
