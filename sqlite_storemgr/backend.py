@@ -47,7 +47,9 @@ BUSY_READ = "read"                # an autocommit statement
 
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
-_READ_KEYWORDS = ("SELECT", "VALUES", "EXPLAIN", "WITH")
+# Statements that change no data: queries, and transaction and session control.
+_NON_WRITING = ("SELECT", "VALUES", "EXPLAIN", "WITH", "SHOW", "SET", "BEGIN", "COMMIT",
+                "END", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 _opened = itertools.count(1)
 _last_opened = 0
@@ -64,9 +66,9 @@ def busy_phase(error: BaseException) -> str | None:
 
 
 def is_write_statement(statement: str) -> bool:
-    """True unless the statement only reads (a SELECT, or a PRAGMA that sets nothing)."""
-    head = statement.lstrip()[:7].upper()
-    if head.startswith(_READ_KEYWORDS):
+    """True unless the statement changes no data (a query, transaction control, a PRAGMA read)."""
+    head = statement.lstrip()[:9].upper()
+    if head.startswith(_NON_WRITING):
         return False
     if head.startswith("PRAGMA"):
         return "=" in statement

@@ -14,11 +14,24 @@ from storm.store import Store
 from .backend import SQLiteDatabase
 from .errors import ConfigError, ManagerClosedError
 from .strategies import Strategy, create_strategy
-from .uri import parse_uri
+from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 T = TypeVar("T")
 
 _managers: "weakref.WeakSet[StoreManager]" = weakref.WeakSet()
+
+
+def open_database(config: SQLiteConfig | PostgresConfig) -> Any:
+    """The Storm database for a config; nothing is created on disk by it."""
+    if isinstance(config, PostgresConfig):
+        from .pg_backend import PostgresDatabase  # psycopg2 is an optional extra
+        return PostgresDatabase(config)
+    if config.path is not None:
+        parent = os.path.dirname(os.path.abspath(config.path))
+        if not os.path.isdir(parent):
+            raise ConfigError(
+                f"cannot open {config.path!r}: its directory {parent!r} does not exist")
+    return SQLiteDatabase(config)
 
 
 class StoreManager:
@@ -36,16 +49,11 @@ class StoreManager:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a database name must be a non-empty string, not {name!r}")
         config = parse_uri(uri)
-        if config.path is not None:
-            parent = os.path.dirname(os.path.abspath(config.path))
-            if not os.path.isdir(parent):
-                raise ConfigError(
-                    f"cannot open {config.path!r}: its directory {parent!r} does not exist")
         with self._lock:
             self._check_open()
             if name in self._strategies:
                 raise ConfigError(f"a database named {name!r} is configured already")
-            strategy = create_strategy(name, config, SQLiteDatabase(config))
+            strategy = create_strategy(name, config, open_database(config))
             self._strategies[name] = strategy
             self._only = strategy if len(self._strategies) == 1 else None
 

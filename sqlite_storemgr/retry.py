@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from storm.exceptions import DisconnectionError
+
 from .backend import BUSY_COMMIT, busy_phase
 from .errors import DatabaseLockedError
 
@@ -62,6 +64,7 @@ class LockPolicy:
         delay = _FIRST_BACKOFF
         attempt_started = started
         shortened = False  # whether set_wait cut SQLite's busy wait, to be restored
+        reconnected = False
         try:
             while True:
                 attempts += 1
@@ -77,7 +80,16 @@ class LockPolicy:
                     phase = busy_phase(error)
                     if phase is None:
                         rollback()
-                        raise
+                        if not isinstance(error, DisconnectionError):
+                            raise
+                        if body_done:
+                            raise DisconnectionError(
+                                f"the connection to {self.where} was lost during COMMIT; "
+                                f"whether the unit committed is unknown: {error}") from error
+                        if reconnected:
+                            raise
+                        reconnected = True  # not committed: run it once more, reconnected
+                        continue
                     if phase == BUSY_COMMIT and body_done and self.on_locked == "retry_commit":
                         shortened = True
                         try:

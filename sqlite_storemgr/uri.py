@@ -99,6 +99,29 @@ _OPTIONS: Mapping[str, Callable[[str, str], object]] = {
     "queue_size": _positive_int,
 }
 
+SQLITE_ONLY = ("journal_mode", "synchronous", "foreign_keys")
+# Storm's levels but "autocommit": a unit of work needs a transaction.
+ISOLATION_LEVELS = ("repeatable-read", "serializable", "read-committed", "read-uncommitted")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _application_name(option: str, value: str) -> str:
+    if not value or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in value):
+        raise ConfigError(
+            f"option {option}={value!r} is not allowed; use letters, digits, '_', '.', '-'")
+    return value
+
+
+# Storm's and libpq's own options for postgres:// URIs, checked like ours.
+_POSTGRES_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
+    "isolation": _choice(ISOLATION_LEVELS),
+    "sslmode": _choice(SSL_MODES),
+    "connect_timeout": _positive_int,
+    "application_name": _application_name,
+}
+_POSTGRES_KNOWN = {key: check for key, check in _OPTIONS.items()
+                   if key not in SQLITE_ONLY} | _POSTGRES_OPTIONS
+
 
 def _split_options(uri: str, query: str) -> dict[str, str]:
     options: dict[str, str] = {}
@@ -113,7 +136,8 @@ def _split_options(uri: str, query: str) -> dict[str, str]:
     return options
 
 
-def validate_options(options: Mapping[str, str], *, storm_defaults: bool = False) -> dict:
+def validate_options(options: Mapping[str, str], *, storm_defaults: bool = False,
+                     known: Mapping[str, Callable[[str, str], object]] = _OPTIONS) -> dict:
     """Check every option and return the typed values as config field names.
 
     With ``storm_defaults`` the pragmas not given stay None (SQLite's defaults),
@@ -123,10 +147,12 @@ def validate_options(options: Mapping[str, str], *, storm_defaults: bool = False
     if storm_defaults:
         values.update(journal_mode=None, synchronous=None, foreign_keys=None)
     for key, value in options.items():
-        check = _OPTIONS.get(key)
+        check = known.get(key)
         if check is None:
+            if key in SQLITE_ONLY:
+                raise ConfigError(f"option {key!r} is for sqlite: URIs only")
             raise ConfigError(
-                f"unknown option {key!r}; known options: {', '.join(_OPTIONS)}")
+                f"unknown option {key!r}; known options: {', '.join(known)}")
         if "\x00" in value:
             raise ConfigError(f"option {key} has a NUL character in its value")
         values[key] = check(key, value)
@@ -141,22 +167,22 @@ def _check_path(uri: str, database: str | None) -> str | None:
     return database
 
 
-def parse_uri(uri: str) -> SQLiteConfig:
-    """Parse a `sqlite:` URI with the manager's defaults (WAL, synchronous=full)."""
+def parse_uri(uri: str) -> "SQLiteConfig | PostgresConfig":
+    """Parse a `sqlite:` URI (defaults: WAL, synchronous=full) or a `postgres://` one."""
     if not isinstance(uri, str):
         raise ConfigError(f"a database URI must be a string, not {type(uri).__name__}")
     scheme, colon, rest = uri.partition(":")
     if not colon or not scheme:
         raise ConfigError(f"{uri!r} is not a database URI; use e.g. sqlite:app.db")
-    if scheme in ("postgres", "postgresql"):
+    if scheme not in ("sqlite", "postgres", "postgresql"):
         raise ConfigError(
-            f"{scheme}:// URIs are not supported yet; use a sqlite: URI")
-    if scheme != "sqlite":
-        raise ConfigError(f"unknown scheme {scheme!r} in {uri!r}; use sqlite:")
+            f"unknown scheme {scheme!r} in {uri!r}; use sqlite: or postgres://")
     rest, question, query = rest.partition("?")
     options = _split_options(uri, query) if question else {}
     if question and not query:
         raise ConfigError(f"{uri!r} ends with '?' but gives no option")
+    if scheme != "sqlite":
+        return _postgres_config(uri, rest, options)
     if rest.startswith("//") and not rest.startswith("///"):
         raise ConfigError(
             f"{uri!r} names a host; SQLite URIs take a path: sqlite:relative.db, "
@@ -174,3 +200,43 @@ def config_from_storm_uri(uri: URI) -> SQLiteConfig:
         raise ConfigError(f"a SQLite URI takes no host (got {uri.host!r})")
     config = SQLiteConfig(path=_check_path(str(uri), uri.database))
     return replace(config, **validate_options(uri.options, storm_defaults=True))
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    """A `postgres://` (or `postgresql://`) URI, validated; the same strategies as SQLite.
+
+    ``storm_uri`` is what Storm's PostgreSQL backend receives: scheme
+    ``postgres``, and only Storm's and libpq's own options.
+    """
+
+    storm_uri: str
+    where: str
+    timeout: float = DEFAULT_TIMEOUT
+    strategy: str = "threadlocal"
+    on_locked: str = "retry"
+    batch: int = DEFAULT_BATCH
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    isolation: str = "repeatable-read"
+    path = None
+    in_memory = False
+
+    def describe(self) -> str:
+        return self.where
+
+
+def _postgres_config(uri: str, rest: str, options: dict[str, str]) -> PostgresConfig:
+    if not rest.startswith("//") or rest.startswith("///"):
+        raise ConfigError(f"{uri!r} is not a postgres://user:password@host:port/db URI")
+    values = validate_options(options, known=_POSTGRES_KNOWN)
+    try:
+        parsed = URI(f"postgres:{rest}")
+    except Exception as error:  # Storm raises several types for a bad URI
+        raise ConfigError(f"{uri!r} is not a valid URI: {error}") from None
+    if not parsed.database:
+        raise ConfigError(f"{uri!r} names no database; use postgres://user@host/dbname")
+    query = "&".join(f"{key}={values[key]}" for key in options if key in _POSTGRES_OPTIONS)
+    where = f"postgres database {parsed.database!r} on {parsed.host or 'localhost'}" + (
+        f":{parsed.port}" if parsed.port else "")
+    return PostgresConfig(storm_uri=f"postgres:{rest}" + (f"?{query}" if query else ""),
+                          where=where, **values)

@@ -25,6 +25,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from storm.exceptions import DisconnectionError
+
 from .backend import busy_phase
 from .errors import ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError
 from .retry import LockPolicy
@@ -264,9 +266,9 @@ class WriterQueue:
                     store.raise_if_doomed()
                     _refuse_storm_object(value)
                 except Exception as error:
+                    if busy_phase(error) is not None or isinstance(error, DisconnectionError):
+                        raise  # the policy rolls the whole batch back and re-runs it
                     store.rollback_savepoint(savepoint)
-                    if busy_phase(error) is not None:
-                        raise
                     outcomes.append((unit, False, error))
                 except BaseException as error:
                     raise _WriterDied(unit, error) from error
