@@ -4,17 +4,25 @@ Workloads (T threads, each unit one ~100-byte row):
 
 - ``insert``: a unit is one INSERT;
 - ``rmw``: a unit reads a counter and writes it back plus one (read-then-write);
-  lost updates are the units acknowledged minus the final counter.
+  lost updates are the units acknowledged minus the final counter;
+- ``mixed``: ``insert`` units while 4 reader threads each read a row by primary
+  key (pausing 1 ms between reads, like a handler doing other work) through
+  ``get_store`` under ``queue``, else one ``submit_read`` snapshot (on the worker
+  under ``single``); their p50/p99 under write load is reported next to the idle
+  p99 they measured before the writers started.  Baselines have no readers.
 
 Baselines: the serial ceiling (raw pysqlite3, one thread, ``BEGIN IMMEDIATE;
 INSERT; COMMIT`` per unit), the single-transaction upper bound, Storm as-is
 (a Store per thread on Storm's stock SQLite backend), and peewee's
 ``SqliteQueueDatabase`` when peewee is installed.  Ratios are against the
-serial ceiling of the same run, never absolute.
+serial ceiling of the same run, never absolute.  A setup stops taking new
+units after ``max_seconds`` (the units it got through are what it reports), so
+a baseline that fails at its full lock timeout cannot stall the run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -28,6 +36,13 @@ from .manager import StoreManager
 
 PAYLOAD = "x" * 100
 STRATEGIES = ("queue", "single", "mutex", "threadlocal")
+WORKLOADS = ("insert", "rmw", "mixed")
+BASELINES = ("transaction", "storm", "peewee")  # the serial ceiling always runs
+READERS = 4            # reader threads of the mixed workload
+IDLE_READS = 200       # reads each reader times before the writers start
+READ_PAUSE = 0.001     # seconds a reader pauses between reads
+DEFAULT_MAX_SECONDS = 10.0  # per threaded setup
+Progress = Callable[[str, int, int], None]  # (label of the setup starting, done, total)
 SCHEMA = ("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, payload TEXT)",
           "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER)",
           "INSERT OR IGNORE INTO counter VALUES (1, 0)")
@@ -42,25 +57,40 @@ class Result:
     latencies: list[float] = field(default_factory=list, repr=False)
     lost_updates: int | None = None
     ratio: float = 0.0
+    stopped_early: bool = False  # hit max_seconds: ``units`` is what it got through
+    read_latencies: list[float] = field(default_factory=list, repr=False)
+    idle_read_latencies: list[float] = field(default_factory=list, repr=False)
+    reads_failed: int | None = None
 
     @property
     def per_second(self) -> float:
         return (self.units - self.failed) / self.seconds if self.seconds else 0.0
 
     def percentile(self, fraction: float) -> float:
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return _percentile(self.latencies, fraction)
 
     def summary(self) -> dict:
-        figures = asdict(self)
-        del figures["latencies"]
+        figures = {key: value for key, value in asdict(self).items()
+                   if not key.endswith("latencies")}
+        reads = bool(self.read_latencies)
         figures.update(per_second=round(self.per_second, 1),
-                       p50_ms=round(self.percentile(0.5) * 1000, 3),
-                       p99_ms=round(self.percentile(0.99) * 1000, 3),
+                       p50_ms=_ms(self.latencies, 0.5), p99_ms=_ms(self.latencies, 0.99),
+                       read_p50_ms=_ms(self.read_latencies, 0.5) if reads else None,
+                       read_p99_ms=_ms(self.read_latencies, 0.99) if reads else None,
+                       idle_read_p99_ms=_ms(self.idle_read_latencies, 0.99) if reads else None,
                        ratio=round(self.ratio, 2), seconds=round(self.seconds, 3))
         return figures
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _ms(values: list[float], fraction: float) -> float:
+    return round(_percentile(values, fraction) * 1000, 3)
 
 
 def _prepare(path: str, synchronous: str) -> None:
@@ -81,8 +111,12 @@ def _counter(path: str) -> int:
 
 
 def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
-              setup: Callable[[], None] | None = None) -> Result:
-    """Run ``unit`` ``units`` times spread over ``threads`` threads; count failures."""
+              setup: Callable[[], None] | None = None, max_seconds: float = math.inf
+              ) -> Result:
+    """Run ``unit`` ``units`` times spread over ``threads`` threads; count failures.
+
+    No thread starts a unit after ``max_seconds``.
+    """
     per_thread = [units // threads + (i < units % threads) for i in range(threads)]
     latencies: list[list[float]] = [[] for _ in range(threads)]
     failures = [0] * threads
@@ -94,8 +128,11 @@ def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
         start.wait()
         clock = time.perf_counter
         record = latencies[index].append
+        stop_at = clock() + max_seconds
         for _ in range(per_thread[index]):
             began = clock()
+            if began > stop_at:
+                break
             try:
                 unit()
             except Exception:
@@ -110,22 +147,72 @@ def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
     for thread in workers:
         thread.join()
     seconds = time.perf_counter() - began
-    return Result(name, units, seconds, sum(failures), [x for part in latencies for x in part])
+    done = [x for part in latencies for x in part]
+    return Result(name, len(done), seconds, sum(failures), done,
+                  stopped_early=len(done) < units)
 
 
-def serial_ceiling(path: str, units: int, synchronous: str) -> Result:
+def _with_readers(run_writers: Callable[[], Result], read: Callable[[], None]) -> Result:
+    """``run_writers()`` while `READERS` threads time ``read()``; idle reads come first."""
+    idle: list[float] = []
+    loaded: list[float] = []
+    failed = [0]
+    idle_done = threading.Barrier(READERS + 1)
+    stop = threading.Event()
+
+    def timed(into: list[float]) -> None:
+        began = time.perf_counter()
+        try:
+            read()
+        except Exception:
+            failed[0] += 1
+        into.append(time.perf_counter() - began)
+        time.sleep(READ_PAUSE)
+
+    def reader() -> None:
+        mine_idle: list[float] = []
+        mine_loaded: list[float] = []
+        for _ in range(IDLE_READS):
+            timed(mine_idle)
+        idle_done.wait()
+        while not stop.is_set():
+            timed(mine_loaded)
+        idle.extend(mine_idle)
+        loaded.extend(mine_loaded)
+
+    readers = [threading.Thread(target=reader) for _ in range(READERS)]
+    for thread in readers:
+        thread.start()
+    try:
+        idle_done.wait()
+        result = run_writers()
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    result.read_latencies, result.idle_read_latencies = loaded, idle
+    result.reads_failed = failed[0]
+    return result
+
+
+def serial_ceiling(path: str, units: int, synchronous: str,
+                   max_seconds: float = math.inf) -> Result:
     connection = dbapi.connect(path, isolation_level=None)
     connection.execute(f"PRAGMA synchronous = {synchronous}")
     latencies = []
     began = time.perf_counter()
+    stop_at = began + max_seconds
     for _ in range(units):
         unit_began = time.perf_counter()
+        if unit_began > stop_at:
+            break
         connection.execute("BEGIN IMMEDIATE")
         connection.execute("INSERT INTO item (payload) VALUES (?)", (PAYLOAD,))
         connection.execute("COMMIT")
         latencies.append(time.perf_counter() - unit_began)
-    result = Result("serial ceiling (raw, 1 thread)", units, time.perf_counter() - began,
-                    latencies=latencies)
+    result = Result("serial ceiling (raw, 1 thread)", len(latencies),
+                    time.perf_counter() - began, latencies=latencies,
+                    stopped_early=len(latencies) < units)
     connection.close()
     return result
 
@@ -146,6 +233,10 @@ def _insert(store) -> None:
     store.execute("INSERT INTO item (payload) VALUES (?)", (PAYLOAD,), noresult=True)
 
 
+def _read(store) -> int:
+    return store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0]
+
+
 def _increment(store) -> int:
     value = store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0] + 1
     store.execute("UPDATE counter SET n = ? WHERE id = 1", (value,), noresult=True)
@@ -153,19 +244,31 @@ def _increment(store) -> int:
 
 
 def strategy_run(path: str, strategy: str, threads: int, units: int, workload: str,
-                 synchronous: str) -> Result:
+                 synchronous: str, max_seconds: float = math.inf) -> Result:
     manager = StoreManager()
     manager.configure("bench", f"sqlite:{path}?strategy={strategy}&synchronous={synchronous}")
     fn = _increment if workload == "rmw" else _insert
     submit = manager.submit_write
-    try:
+
+    def writers() -> Result:
         return _threaded(f"sqlite_storemgr {strategy}", threads, units,
-                         lambda: submit(fn).result())
+                         lambda: submit(fn).result(), max_seconds=max_seconds)
+
+    def read() -> None:
+        if strategy == "queue":  # a read-only store reads in autocommit, keeps no snapshot
+            _read(manager.get_store("bench"))
+        else:  # a writable store would keep its read snapshot open: one snapshot per read
+            manager.submit_read(_read).result()
+
+    try:
+        result = _with_readers(writers, read) if workload == "mixed" else writers()
     finally:
         manager.close()
+    return _lost(result, path, workload)
 
 
-def storm_as_is(path: str, threads: int, units: int, workload: str, synchronous: str) -> Result:
+def storm_as_is(path: str, threads: int, units: int, workload: str, synchronous: str,
+                max_seconds: float = math.inf) -> Result:
     """Storm's stock SQLite backend, one Store per thread, ZStorm style, defaults."""
     from storm.databases.sqlite import SQLite
     from storm.store import Store
@@ -184,12 +287,14 @@ def storm_as_is(path: str, threads: int, units: int, workload: str, synchronous:
             store.rollback()
             raise
 
-    return _threaded("Storm as-is (Store per thread)", threads, units, unit,
-                     setup=lambda: setattr(local, "store", Store(database)))
+    result = _threaded("Storm as-is (Store per thread)", threads, units, unit,
+                       setup=lambda: setattr(local, "store", Store(database)),
+                       max_seconds=max_seconds)
+    return _lost(result, path, workload)
 
 
 def peewee_queue(path: str, threads: int, units: int, workload: str,
-                 synchronous: str) -> Result | None:
+                 synchronous: str, max_seconds: float = math.inf) -> Result | None:
     """peewee's SqliteQueueDatabase: a writer thread, one statement per item."""
     try:
         from playhouse.sqliteq import SqliteQueueDatabase
@@ -202,7 +307,8 @@ def peewee_queue(path: str, threads: int, units: int, workload: str,
     sql = "INSERT INTO item (payload) VALUES (?)"
     try:
         return _threaded("peewee SqliteQueueDatabase", threads, units,
-                         lambda: database.execute_sql(sql, (PAYLOAD,)).fetchall())
+                         lambda: database.execute_sql(sql, (PAYLOAD,)).fetchall(),
+                         max_seconds=max_seconds)
     finally:
         database.stop()
         database.close()
@@ -210,47 +316,82 @@ def peewee_queue(path: str, threads: int, units: int, workload: str,
 
 def run(threads: int = 16, units: int = 4000, workload: str = "insert",
         synchronous: str = "full", strategies: tuple[str, ...] = STRATEGIES,
-        directory: str | None = None, progress: Callable[[str], None] = lambda _: None
+        directory: str | None = None, progress: Progress = lambda *_: None,
+        baselines: tuple[str, ...] = BASELINES, max_seconds: float = DEFAULT_MAX_SECONDS
         ) -> list[Result]:
-    """Run the baselines and the strategies, each on a fresh database file."""
+    """Run the serial ceiling, the baselines and the strategies, each on a fresh database file.
+
+    ``progress(label, done, total)`` is called before each setup and once at the end.
+    """
+    threaded = (threads, units, workload, synchronous, max_seconds)
+    steps: list[tuple[str, Callable[[str], Result | None]]] = [
+        ("serial ceiling", lambda path: serial_ceiling(path, units, synchronous, max_seconds))]
+    if "transaction" in baselines:
+        steps.append(("one transaction",
+                      lambda path: single_transaction(path, units, synchronous)))
+    steps += [(f"sqlite_storemgr {strategy}",
+               lambda path, strategy=strategy: strategy_run(path, strategy, *threaded))
+              for strategy in strategies]
+    if "storm" in baselines:
+        steps.append(("Storm as-is", lambda path: storm_as_is(path, *threaded)))
+    if "peewee" in baselines and workload != "rmw":
+        steps.append(("peewee", lambda path: peewee_queue(path, *threaded)))
     results: list[Result] = []
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        def fresh(label: str) -> str:
-            path = os.path.join(tmp, f"{len(results)}-{label.split()[0]}.db")
+        for index, (label, step) in enumerate(steps):
+            progress(label, index, len(steps))
+            path = os.path.join(tmp, f"{index}.db")
             _prepare(path, synchronous)
-            progress(label)
-            return path
-
-        results.append(serial_ceiling(fresh("serial"), units, synchronous))
-        results.append(single_transaction(fresh("single-tx"), units, synchronous))
-        for strategy in strategies:
-            path = fresh(strategy)
-            result = strategy_run(path, strategy, threads, units, workload, synchronous)
-            _lost(result, path, workload)
-            results.append(result)
-        path = fresh("storm")
-        result = storm_as_is(path, threads, units, workload, synchronous)
-        _lost(result, path, workload)
-        results.append(result)
-        result = peewee_queue(fresh("peewee"), threads, units, workload, synchronous)
-        if result is not None:
-            results.append(result)
+            result = step(path)
+            if result is not None:
+                results.append(result)
+        progress("done", len(steps), len(steps))
     ceiling = results[0].per_second
     for result in results:
         result.ratio = result.per_second / ceiling if ceiling else 0.0
     return results
 
 
-def _lost(result: Result, path: str, workload: str) -> None:
+def _lost(result: Result, path: str, workload: str) -> Result:
     if workload == "rmw":
         result.lost_updates = (result.units - result.failed) - _counter(path)
+    return result
 
 
 def format_table(results: list[Result]) -> str:
-    header = f"{'setup':34} {'units/s':>10} {'x ceiling':>9} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'lost':>5}"
+    """One table; the lost-update and reader columns appear when the workload has them."""
+    def ms(values: list[float], fraction: float) -> str:
+        return f"{_percentile(values, fraction) * 1000:.3f}"
+
+    columns: list[tuple[str, int, Callable[[Result], str]]] = [
+        ("setup", -34, lambda r: r.name),
+        ("units/s", 10, lambda r: f"{r.per_second:.0f}{'*' if r.stopped_early else ''}"),
+        ("x ceiling", 9, lambda r: f"{r.ratio:.2f}"),
+        ("failed", 7, lambda r: str(r.failed)),
+        ("p50 ms", 8, lambda r: ms(r.latencies, 0.5)),
+        ("p99 ms", 8, lambda r: ms(r.latencies, 0.99)),
+    ]
+    if any(r.lost_updates is not None for r in results):
+        columns.append(("lost", 5,
+                        lambda r: "" if r.lost_updates is None else str(r.lost_updates)))
+    if any(r.read_latencies for r in results):
+        columns += [
+            ("read p50", 9, lambda r: ms(r.read_latencies, 0.5) if r.read_latencies else ""),
+            ("read p99", 9, lambda r: ms(r.read_latencies, 0.99) if r.read_latencies else ""),
+            ("idle p99", 9, lambda r: ms(r.idle_read_latencies, 0.99) if r.read_latencies else ""),
+            ("rd fail", 7, lambda r: "" if r.reads_failed is None else str(r.reads_failed)),
+        ]
+
+    def row(texts: list[str]) -> str:  # a negative width aligns left
+        return " ".join(text.ljust(-width) if width < 0 else text.rjust(width)
+                        for text, (_, width, _) in zip(texts, columns)).rstrip()
+
+    header = row([title for title, _, _ in columns])
     lines = [header, "-" * len(header)]
-    for r in results:
-        lost = "" if r.lost_updates is None else str(r.lost_updates)
-        lines.append(f"{r.name:34} {r.per_second:10.0f} {r.ratio:9.2f} {r.failed:7d} "
-                     f"{r.percentile(0.5) * 1000:8.3f} {r.percentile(0.99) * 1000:8.3f} {lost:>5}")
+    lines += [row([cell(r) for _, _, cell in columns]) for r in results]
+    if any(r.stopped_early for r in results):
+        lines.append("* stopped after max_seconds; the rate is over the units it got through")
+    if any(r.read_latencies for r in results):
+        lines.append(f"read columns: {READERS} reader threads, ms per read under write load; "
+                     "idle p99 measured before the writers started")
     return "\n".join(lines)

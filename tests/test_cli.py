@@ -1,0 +1,326 @@
+"""The command line (``python -m sqlite_storemgr``), driven through subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+STRATEGIES = ("queue", "single", "mutex", "threadlocal")
+CEILING = "serial ceiling (raw, 1 thread)"
+SMALL_BENCH = ("--units", "300", "--threads", "4")
+
+
+def storemgr(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sqlite_storemgr", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV, **kwargs)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def make_database(path, rows: int = 0, journal_mode: str = "wal") -> None:
+    """A database with ``rows`` rows of ~200 bytes, an index, 1 KiB pages."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA page_size = 1024")
+    connection.execute(f"PRAGMA journal_mode = {journal_mode}")
+    connection.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, payload TEXT)")
+    connection.execute("CREATE INDEX item_name ON item (name)")
+    connection.executemany("INSERT INTO item (name, payload) VALUES (?, ?)",
+                           ((f"item {i:06d}", f"{i:08d}" * 25) for i in range(rows)))
+    connection.close()
+
+
+# -- help ------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", [[], ["bench"], ["info"], ["check"]],
+                         ids=["main", "bench", "info", "check"])
+def test_help_works_for_every_command(command):
+    out = ok(storemgr(*command, "--help"))
+    assert out.startswith("usage: storemgr")
+    if command == ["bench"]:
+        for option in ("--threads", "--units", "--workload", "--synchronous", "--strategies",
+                       "--baselines", "--max-seconds", "--json", "mixed"):
+            assert option in out
+
+
+def test_no_command_is_a_usage_error():
+    result = storemgr()
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+# -- bench -----------------------------------------------------------------
+
+def bench_json(*args: str) -> dict:
+    return json.loads(ok(storemgr("bench", *SMALL_BENCH, "--json", *args)))
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {result["name"]: result for result in report["results"]}
+
+
+@pytest.mark.timeout(120)
+def test_bench_insert_json_has_the_ceiling_every_strategy_and_the_baselines():
+    report = bench_json()
+    results = by_name(report)
+    assert report["workload"] == "insert" and report["threads"] == 4
+    assert results[CEILING]["ratio"] == 1.0
+    for strategy in STRATEGIES:
+        result = results[f"sqlite_storemgr {strategy}"]
+        assert result["failed"] == 0
+        assert result["units"] == 300 and not result["stopped_early"]
+        assert result["per_second"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+        assert result["lost_updates"] is None and result["read_p99_ms"] is None
+    assert "one transaction (upper bound)" in results
+    assert "Storm as-is (Store per thread)" in results
+
+
+@pytest.mark.timeout(120)
+def test_bench_rmw_loses_no_update():
+    results = by_name(bench_json("--workload", "rmw", "--baselines", "none"))
+    assert CEILING in results
+    assert len(results) == 1 + len(STRATEGIES)  # no baseline asked for
+    for strategy in STRATEGIES:
+        result = results[f"sqlite_storemgr {strategy}"]
+        assert result["failed"] == 0
+        assert result["lost_updates"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_mixed_reports_read_latency_under_load_and_idle():
+    results = by_name(bench_json("--workload", "mixed", "--baselines", "none"))
+    assert results[CEILING]["read_p99_ms"] is None
+    for strategy in STRATEGIES:
+        result = results[f"sqlite_storemgr {strategy}"]
+        assert result["failed"] == 0 and result["reads_failed"] == 0
+        assert result["read_p99_ms"] >= result["read_p50_ms"] > 0
+        assert result["idle_read_p99_ms"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_table_has_the_read_columns_and_no_progress_when_not_a_terminal():
+    result = storemgr("bench", "--units", "200", "--threads", "2", "--workload", "mixed",
+                      "--baselines", "transaction", "--strategies", "queue,single")
+    out = ok(result)
+    header = next(line for line in out.splitlines() if line.startswith("setup"))
+    for column in ("units/s", "x ceiling", "failed", "p50 ms", "p99 ms", "read p50",
+                   "read p99", "idle p99"):
+        assert column in header
+    assert "lost" not in header  # only rmw has lost updates
+    assert "sqlite_storemgr queue" in out and "sqlite_storemgr single" in out
+    assert "sqlite_storemgr mutex" not in out
+    assert result.stderr == ""  # stderr is a pipe: no progress output
+
+
+@pytest.mark.timeout(60)
+def test_bench_max_seconds_stops_a_setup_and_says_so():
+    report = bench_json("--units", "1000000", "--threads", "2", "--strategies", "queue",
+                        "--baselines", "none", "--max-seconds", "0.3")
+    for result in report["results"]:  # the serial ceiling and the queue
+        assert result["stopped_early"] and 0 < result["units"] < 1_000_000
+        assert result["failed"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args, needle", [
+    (["--strategies", "queue,fast"], "'fast'"),
+    (["--baselines", "sqlite"], "'sqlite'"),
+    (["--threads", "0"], "--threads"),
+    (["--workload", "bulk"], "--workload"),
+])
+def test_bench_rejects_bad_options(args, needle):
+    result = storemgr("bench", *args)
+    assert result.returncode == 2
+    assert needle in result.stderr
+
+
+def read_progress(master: int, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child side closed
+            return
+        if not chunk:
+            return
+        chunks.append(chunk)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+def test_bench_shows_progress_on_a_terminal(rich):
+    """stderr on a pseudo-terminal: a rich bar, or plain lines when rich cannot be imported."""
+    master, slave = os.openpty()
+    hide_rich = "" if rich else "sys.modules['rich'] = None; "
+    code = (f"import sys; {hide_rich}from sqlite_storemgr.cli import main; "
+            "sys.exit(main(['bench', '--units', '200', '--threads', '2', "
+            "'--strategies', 'queue', '--baselines', 'none']))")
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=read_progress, args=(master, chunks))
+    reader.start()
+    try:
+        result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                stderr=slave, text=True, timeout=60, env=ENV)
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    assert result.returncode == 0
+    progress = b"".join(chunks).decode(errors="replace")
+    if rich:  # drawn with terminal control sequences; the label may change between frames
+        assert "\x1b[" in progress and "2/2" in progress
+    else:
+        assert "[2/2] running: sqlite_storemgr queue" in progress
+    assert "sqlite_storemgr queue" in result.stdout  # the table itself goes to stdout
+
+
+# -- info ------------------------------------------------------------------
+
+def info_pragmas(uri: str) -> dict:
+    report = json.loads(ok(storemgr("info", uri, "--json")))
+    return report["pragmas"]
+
+
+@pytest.mark.timeout(60)
+def test_info_shows_the_default_pragmas_in_effect(tmp_path):
+    make_database(tmp_path / "app.db")
+    out = ok(storemgr("info", f"sqlite:{tmp_path / 'app.db'}"))
+    for text in ("journal_mode=wal", "synchronous=2", "foreign_keys=1", "busy_timeout=5000",
+                 "strategy     queue", "on_locked    retry"):
+        assert text in out
+    assert "sqlite=" in out and "storm=" in out
+
+
+@pytest.mark.timeout(60)
+def test_info_json_follows_the_uri_options(tmp_path):
+    path = tmp_path / "app.db"
+    make_database(path)
+    pragmas = info_pragmas(f"sqlite:{path}?synchronous=normal&timeout=0.3&foreign_keys=off")
+    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 0,
+                       "busy_timeout": 300}
+    assert info_pragmas(f"sqlite:{path}?synchronous=off&timeout=12")["busy_timeout"] == 12000
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("query, names", [
+    ("bogus=1", ["'bogus'", "timeout"]),
+    ("synchronous=sometimes", ["synchronous", "'sometimes'", "normal, full"]),
+    ("timeout=-1", ["timeout", "'-1'"]),
+])
+def test_info_with_a_bad_option_fails_naming_it(tmp_path, query, names):
+    result = storemgr("info", f"sqlite:{tmp_path / 'app.db'}?{query}")
+    assert result.returncode != 0
+    for name in names:
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_info_on_a_postgres_uri_shows_its_configuration_without_connecting():
+    report = json.loads(ok(storemgr("info", "postgres://someone:secret@localhost/app"
+                                            "?isolation=serializable&timeout=2", "--json")))
+    assert report["database"] == "postgres database 'app' on localhost"
+    assert report["isolation"] == "serializable" and report["timeout"] == 2.0
+    assert "pragmas" not in report
+    assert "secret" not in json.dumps(report)
+
+
+# -- check -----------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["check", "bench"])
+@pytest.mark.parametrize("uri", ["postgres://someone@localhost/app", "sqlite:"])
+def test_check_and_bench_want_a_sqlite_file(command, uri):
+    result = storemgr(command, uri)
+    assert result.returncode == 2
+    assert f"{command} " in result.stderr and ("sqlite: files" in result.stderr
+                                               or "in-memory" in result.stderr)
+
+@pytest.mark.timeout(60)
+def test_check_a_good_database(tmp_path):
+    path = tmp_path / "good.db"
+    make_database(path, rows=500)
+    out = ok(storemgr("check", f"sqlite:{path}"))
+    assert "integrity_check: ok" in out
+
+
+@pytest.mark.timeout(60)
+def test_check_a_corrupted_database_fails(tmp_path):
+    path = tmp_path / "bad.db"
+    make_database(path, rows=2000, journal_mode="delete")  # every page in the main file
+    size = os.path.getsize(path)
+    assert size > 100 * 1024
+    with open(path, "r+b") as file:  # several whole pages in the middle
+        file.seek(size // 2)
+        file.write(bytes(range(256)) * 16)
+    result = storemgr("check", f"sqlite:{path}")
+    assert result.returncode != 0
+    assert "integrity_check: ok" not in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_check_lists_what_integrity_check_found(tmp_path):
+    """An index that no longer matches its table: the file opens, the check fails."""
+    path = tmp_path / "index.db"
+    make_database(path, rows=20)
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA writable_schema = ON")
+    connection.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX item_name ON item "
+                       "(payload)' WHERE name = 'item_name'")
+    connection.close()
+    result = storemgr("check", f"sqlite:{path}")
+    assert result.returncode == 1
+    assert "integrity_check: row 1 missing from index item_name" in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_check_a_file_that_is_not_a_database_fails(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not the pages you are looking for\n" * 200)
+    result = storemgr("check", f"sqlite:{path}")
+    assert result.returncode != 0
+    assert "not a usable SQLite database" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_check_a_missing_file_fails_naming_it(tmp_path):
+    result = storemgr("check", f"sqlite:{tmp_path / 'missing.db'}")
+    assert result.returncode != 0
+    assert "missing.db" in result.stderr
+    assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.timeout(60)
+def test_check_checkpoint_truncates_the_wal(tmp_path):
+    path = tmp_path / "wal.db"
+    wal = tmp_path / "wal.db-wal"
+    make_database(path)
+    # An open connection keeps the WAL file alive after check's own connection closes.
+    keeper = sqlite3.connect(path, isolation_level=None)
+    try:
+        keeper.executemany("INSERT INTO item (name, payload) VALUES (?, ?)",
+                           ((f"n{i}", "x" * 200) for i in range(300)))
+        assert wal.stat().st_size > 0
+        out = ok(storemgr("check", f"sqlite:{path}"))
+        assert "integrity_check: ok" in out
+        assert f"wal_bytes: {wal.stat().st_size}" in out and wal.stat().st_size > 0
+        out = ok(storemgr("check", "--checkpoint", f"sqlite:{path}"))
+        assert "integrity_check: ok" in out
+        assert "wal_bytes: 0" in out
+        assert wal.exists() and wal.stat().st_size == 0
+        assert keeper.execute("SELECT count(*) FROM item").fetchone() == (300,)
+    finally:
+        keeper.close()
