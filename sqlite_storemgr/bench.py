@@ -111,11 +111,13 @@ def _counter(path: str) -> int:
 
 
 def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
-              setup: Callable[[], None] | None = None, max_seconds: float = math.inf
+              setup: Callable[[], None] | None = None,
+              teardown: Callable[[], None] | None = None, max_seconds: float = math.inf
               ) -> Result:
     """Run ``unit`` ``units`` times spread over ``threads`` threads; count failures.
 
-    No thread starts a unit after ``max_seconds``.
+    Each thread runs ``setup`` before and ``teardown`` after its units.  No
+    thread starts a unit after ``max_seconds``.
     """
     per_thread = [units // threads + (i < units % threads) for i in range(threads)]
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -138,6 +140,8 @@ def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
             except Exception:
                 failures[index] += 1
             record(clock() - began)
+        if teardown is not None:
+            teardown()
 
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for thread in workers:
@@ -289,7 +293,7 @@ def storm_as_is(path: str, threads: int, units: int, workload: str, synchronous:
 
     result = _threaded("Storm as-is (Store per thread)", threads, units, unit,
                        setup=lambda: setattr(local, "store", Store(database)),
-                       max_seconds=max_seconds)
+                       teardown=lambda: local.store.close(), max_seconds=max_seconds)
     return _lost(result, path, workload)
 
 

@@ -98,8 +98,15 @@ def _sqlite_file(uri: str, command: str) -> SQLiteConfig:
 
 
 def _pragmas_in_effect(config: SQLiteConfig) -> dict:
+    """The pragmas a manager's connection has, read without changing the file.
+
+    The connection is opened read-only, so the file's journal mode is reported
+    as it is rather than switched; a missing file is refused, not created.
+    """
+    if config.path is not None and not os.path.exists(config.path):
+        raise ConfigError(f"no database file at {config.path!r}; info never creates one")
     database = SQLiteDatabase(config)
-    connection = database.raw_connect()
+    connection = database.raw_connect(read_only=True)
     try:
         return {name: connection.execute(f"PRAGMA {name}").fetchone()[0]
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}

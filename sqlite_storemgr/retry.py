@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 0.05
+_LATE_START = 0.1  # a deadline that began this fraction of timeout ago bounds the first wait
 
 
 @dataclass
@@ -65,6 +66,11 @@ class LockPolicy:
         attempt_started = started
         shortened = False  # whether set_wait cut SQLite's busy wait, to be restored
         reconnected = False
+        if set_wait is not None and time.monotonic() - started > self.timeout * _LATE_START:
+            # The deadline began a while ago (a unit that waited in the writer's queue,
+            # or for the write mutex): SQLite's first busy wait gets only what is left.
+            shortened = True
+            set_wait(max(0.0, deadline - time.monotonic()))
         try:
             while True:
                 attempts += 1
@@ -144,10 +150,15 @@ class LockPolicy:
                 attempts: int) -> DatabaseLockedError:
         waited = time.monotonic() - started
         self.stats.locked_errors += 1
+        if waited < self.timeout:
+            reason = (f"{self.where} was locked and on_locked={self.on_locked} gave up without "
+                      f"waiting for the rest of timeout={self.timeout:g}s")
+        else:
+            reason = (f"no write lock on {self.where} within timeout={self.timeout:g}s "
+                      f"(on_locked={self.on_locked})")
         return DatabaseLockedError(
-            f"database is locked: no write lock on {self.where} within timeout="
-            f"{self.timeout:g}s (waited {waited:.3f}s over {attempts} attempt(s), "
-            f"on_locked={self.on_locked})", waited=waited, attempts=attempts)
+            f"database is locked: {reason}; waited {waited:.3f}s over {attempts} attempt(s)",
+            waited=waited, attempts=attempts)
 
     def begin(self, connection: "SQLiteConnection") -> None:
         """``BEGIN IMMEDIATE`` on ``connection``, counting the wait for the lock."""

@@ -93,7 +93,7 @@ class ManagedStore(Store):
         return super().using(*tables)
 
     def execute(self, statement: Any, params: Any = None, noresult: bool = False) -> Any:
-        self._refresh()
+        self.check_thread()  # raw SQL does not use the object cache: no freshness check
         return super().execute(statement, params, noresult)
 
     def flush(self) -> None:

@@ -213,6 +213,18 @@ def test_info_json_follows_the_uri_options(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_info_neither_creates_nor_changes_the_database(tmp_path):
+    missing = tmp_path / "missing.db"
+    result = storemgr("info", f"sqlite:{missing}")
+    assert result.returncode != 0 and "no database file" in result.stderr
+    assert not missing.exists()
+    path = tmp_path / "app.db"
+    make_database(path)  # a WAL database
+    assert info_pragmas(f"sqlite:{path}?journal_mode=delete")["journal_mode"] == "wal"
+    assert info_pragmas(f"sqlite:{path}")["journal_mode"] == "wal"
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("query, names", [
     ("bogus=1", ["'bogus'", "timeout"]),
     ("synchronous=sometimes", ["synchronous", "'sometimes'", "normal, full"]),
