@@ -15,7 +15,9 @@ Baselines: the serial ceiling (raw pysqlite3, one thread, ``BEGIN IMMEDIATE;
 INSERT; COMMIT`` per unit), the single-transaction upper bound, Storm as-is
 (a Store per thread on Storm's stock SQLite backend), and peewee's
 ``SqliteQueueDatabase`` when peewee is installed.  Ratios are against the
-serial ceiling of the same run, never absolute.  A setup stops taking new
+serial ceiling of the same run, never absolute.  Given a PostgreSQL database,
+the same setups run there (psycopg2 for the raw baselines, Storm's own
+PostgreSQL backend for "Storm as-is"; no peewee).  A setup stops taking new
 units after ``max_seconds`` (the units it got through are what it reports), so
 a baseline that fails at its full lock timeout cannot stall the run.
 """
@@ -27,12 +29,15 @@ import os
 import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import pysqlite3.dbapi2 as dbapi
 
+from .errors import ConfigError
 from .manager import StoreManager
+from .uri import PostgresConfig
 
 PAYLOAD = "x" * 100
 STRATEGIES = ("queue", "single", "mutex", "threadlocal")
@@ -43,9 +48,7 @@ IDLE_READS = 200       # reads each reader times before the writers start
 READ_PAUSE = 0.001     # seconds a reader pauses between reads
 DEFAULT_MAX_SECONDS = 10.0  # per threaded setup
 Progress = Callable[[str, int, int], None]  # (label of the setup starting, done, total)
-SCHEMA = ("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, payload TEXT)",
-          "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER)",
-          "INSERT OR IGNORE INTO counter VALUES (1, 0)")
+ITEM, COUNTER = "storemgr_bench_item", "storemgr_bench_counter"
 
 
 @dataclass
@@ -93,21 +96,86 @@ def _ms(values: list[float], fraction: float) -> float:
     return round(_percentile(values, fraction) * 1000, 3)
 
 
-def _prepare(path: str, synchronous: str) -> None:
-    connection = dbapi.connect(path, isolation_level=None)
-    connection.execute("PRAGMA journal_mode = wal")
-    connection.execute(f"PRAGMA synchronous = {synchronous}")
-    for statement in SCHEMA:
-        connection.execute(statement)
-    connection.close()
+class SQLiteTarget:
+    """A fresh SQLite file per setup, in WAL mode at the chosen ``synchronous``."""
+
+    begin = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: str, synchronous: str):
+        self.path = path
+        self.synchronous = synchronous
+        with closing(self.connect()) as connection:
+            connection.execute("PRAGMA journal_mode = wal")
+            for statement in (f"CREATE TABLE {ITEM} (id INTEGER PRIMARY KEY, payload TEXT)",
+                              f"CREATE TABLE {COUNTER} (id INTEGER PRIMARY KEY, n INTEGER)",
+                              f"INSERT INTO {COUNTER} VALUES (1, 0)"):
+                connection.execute(statement)
+
+    def connect(self) -> Any:
+        connection = dbapi.connect(self.path, isolation_level=None)
+        connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return connection
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def manager_uri(self, strategy: str) -> str:
+        return f"sqlite:{self.path}?strategy={strategy}&synchronous={self.synchronous}"
+
+    def storm_database(self) -> Any:
+        from storm.databases.sqlite import SQLite
+        from storm.uri import URI
+        return SQLite(URI(f"sqlite:{self.path}?synchronous={self.synchronous}&journal_mode=wal"))
 
 
-def _counter(path: str) -> int:
-    connection = dbapi.connect(path)
-    try:
-        return connection.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
-    finally:
-        connection.close()
+class PostgresTarget:
+    """Fresh benchmark tables per setup in a PostgreSQL database (``synchronous`` is moot)."""
+
+    begin = "BEGIN"
+
+    def __init__(self, config: PostgresConfig):
+        self.config = config
+        with closing(self.connect()) as connection:
+            cursor = connection.cursor()
+            for statement in (f"DROP TABLE IF EXISTS {ITEM}, {COUNTER}",
+                              f"CREATE TABLE {ITEM} (id BIGSERIAL PRIMARY KEY, payload TEXT)",
+                              f"CREATE TABLE {COUNTER} (id INTEGER PRIMARY KEY, n INTEGER)",
+                              f"INSERT INTO {COUNTER} VALUES (1, 0)"):
+                cursor.execute(statement)
+
+    def connect(self) -> Any:
+        import psycopg2
+        from storm.databases.postgres import make_dsn
+        from storm.uri import URI
+        try:
+            connection = psycopg2.connect(make_dsn(URI(self.config.storm_uri.split("?")[0])))
+        except psycopg2.OperationalError as error:
+            raise ConfigError(f"cannot connect to {self.config.describe()}: "
+                              f"{str(error).strip()}") from None
+        connection.autocommit = True
+        return connection
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def manager_uri(self, strategy: str) -> str:
+        separator = "&" if "?" in self.config.storm_uri else "?"
+        return f"{self.config.storm_uri}{separator}strategy={strategy}"
+
+    def storm_database(self) -> Any:
+        from storm.databases.postgres import Postgres
+        from storm.uri import URI
+        return Postgres(URI(self.config.storm_uri))
+
+
+Target = SQLiteTarget | PostgresTarget
+
+
+def _counter(target: Target) -> int:
+    with closing(target.connect()) as connection:
+        cursor = connection.cursor()
+        cursor.execute(f"SELECT n FROM {COUNTER} WHERE id = 1")
+        return cursor.fetchone()[0]
 
 
 def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
@@ -199,58 +267,56 @@ def _with_readers(run_writers: Callable[[], Result], read: Callable[[], None]) -
     return result
 
 
-def serial_ceiling(path: str, units: int, synchronous: str,
-                   max_seconds: float = math.inf) -> Result:
-    connection = dbapi.connect(path, isolation_level=None)
-    connection.execute(f"PRAGMA synchronous = {synchronous}")
+def serial_ceiling(target: Target, units: int, max_seconds: float = math.inf) -> Result:
+    """One connection, one thread, one transaction per unit: what one writer can do."""
+    insert = target.sql(f"INSERT INTO {ITEM} (payload) VALUES (?)")
     latencies = []
-    began = time.perf_counter()
-    stop_at = began + max_seconds
-    for _ in range(units):
-        unit_began = time.perf_counter()
-        if unit_began > stop_at:
-            break
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("INSERT INTO item (payload) VALUES (?)", (PAYLOAD,))
-        connection.execute("COMMIT")
-        latencies.append(time.perf_counter() - unit_began)
-    result = Result("serial ceiling (raw, 1 thread)", len(latencies),
-                    time.perf_counter() - began, latencies=latencies,
-                    stopped_early=len(latencies) < units)
-    connection.close()
-    return result
+    with closing(target.connect()) as connection:
+        cursor = connection.cursor()
+        began = time.perf_counter()
+        stop_at = began + max_seconds
+        for _ in range(units):
+            unit_began = time.perf_counter()
+            if unit_began > stop_at:
+                break
+            cursor.execute(target.begin)
+            cursor.execute(insert, (PAYLOAD,))
+            cursor.execute("COMMIT")
+            latencies.append(time.perf_counter() - unit_began)
+        seconds = time.perf_counter() - began
+    return Result("serial ceiling (raw, 1 thread)", len(latencies), seconds,
+                  latencies=latencies, stopped_early=len(latencies) < units)
 
 
-def single_transaction(path: str, units: int, synchronous: str) -> Result:
-    connection = dbapi.connect(path, isolation_level=None)
-    connection.execute(f"PRAGMA synchronous = {synchronous}")
-    began = time.perf_counter()
-    connection.execute("BEGIN IMMEDIATE")
-    connection.executemany("INSERT INTO item (payload) VALUES (?)", ((PAYLOAD,),) * units)
-    connection.execute("COMMIT")
-    result = Result("one transaction (upper bound)", units, time.perf_counter() - began)
-    connection.close()
-    return result
+def single_transaction(target: Target, units: int) -> Result:
+    with closing(target.connect()) as connection:
+        cursor = connection.cursor()
+        began = time.perf_counter()
+        cursor.execute(target.begin)
+        cursor.executemany(target.sql(f"INSERT INTO {ITEM} (payload) VALUES (?)"),
+                           ((PAYLOAD,),) * units)
+        cursor.execute("COMMIT")
+        return Result("one transaction (upper bound)", units, time.perf_counter() - began)
 
 
 def _insert(store) -> None:
-    store.execute("INSERT INTO item (payload) VALUES (?)", (PAYLOAD,), noresult=True)
+    store.execute(f"INSERT INTO {ITEM} (payload) VALUES (?)", (PAYLOAD,), noresult=True)
 
 
 def _read(store) -> int:
-    return store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0]
+    return store.execute(f"SELECT n FROM {COUNTER} WHERE id = 1").get_one()[0]
 
 
 def _increment(store) -> int:
-    value = store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0] + 1
-    store.execute("UPDATE counter SET n = ? WHERE id = 1", (value,), noresult=True)
+    value = _read(store) + 1
+    store.execute(f"UPDATE {COUNTER} SET n = ? WHERE id = 1", (value,), noresult=True)
     return value
 
 
-def strategy_run(path: str, strategy: str, threads: int, units: int, workload: str,
-                 synchronous: str, max_seconds: float = math.inf) -> Result:
+def strategy_run(target: Target, strategy: str, threads: int, units: int, workload: str,
+                 max_seconds: float = math.inf) -> Result:
     manager = StoreManager()
-    manager.configure("bench", f"sqlite:{path}?strategy={strategy}&synchronous={synchronous}")
+    manager.configure("bench", target.manager_uri(strategy))
     fn = _increment if workload == "rmw" else _insert
     submit = manager.submit_write
 
@@ -268,17 +334,15 @@ def strategy_run(path: str, strategy: str, threads: int, units: int, workload: s
         result = _with_readers(writers, read) if workload == "mixed" else writers()
     finally:
         manager.close()
-    return _lost(result, path, workload)
+    return _lost(result, target, workload)
 
 
-def storm_as_is(path: str, threads: int, units: int, workload: str, synchronous: str,
+def storm_as_is(target: Target, threads: int, units: int, workload: str,
                 max_seconds: float = math.inf) -> Result:
-    """Storm's stock SQLite backend, one Store per thread, ZStorm style, defaults."""
-    from storm.databases.sqlite import SQLite
+    """Storm's stock backend, one Store per thread, ZStorm style, defaults."""
     from storm.store import Store
-    from storm.uri import URI
 
-    database = SQLite(URI(f"sqlite:{path}?synchronous={synchronous}&journal_mode=wal"))
+    database = target.storm_database()
     local = threading.local()
     fn = _increment if workload == "rmw" else _insert
 
@@ -294,11 +358,11 @@ def storm_as_is(path: str, threads: int, units: int, workload: str, synchronous:
     result = _threaded("Storm as-is (Store per thread)", threads, units, unit,
                        setup=lambda: setattr(local, "store", Store(database)),
                        teardown=lambda: local.store.close(), max_seconds=max_seconds)
-    return _lost(result, path, workload)
+    return _lost(result, target, workload)
 
 
-def peewee_queue(path: str, threads: int, units: int, workload: str,
-                 synchronous: str, max_seconds: float = math.inf) -> Result | None:
+def peewee_queue(target: SQLiteTarget, threads: int, units: int, workload: str,
+                 max_seconds: float = math.inf) -> Result | None:
     """peewee's SqliteQueueDatabase: a writer thread, one statement per item."""
     try:
         from playhouse.sqliteq import SqliteQueueDatabase
@@ -306,9 +370,10 @@ def peewee_queue(path: str, threads: int, units: int, workload: str,
         return None
     if workload == "rmw":
         return None  # one statement per item: a read-then-write unit cannot be expressed
-    database = SqliteQueueDatabase(path, autostart=True, results_timeout=60,
-                                   pragmas={"journal_mode": "wal", "synchronous": synchronous})
-    sql = "INSERT INTO item (payload) VALUES (?)"
+    database = SqliteQueueDatabase(
+        target.path, autostart=True, results_timeout=60,
+        pragmas={"journal_mode": "wal", "synchronous": target.synchronous})
+    sql = f"INSERT INTO {ITEM} (payload) VALUES (?)"
     try:
         return _threaded("peewee SqliteQueueDatabase", threads, units,
                          lambda: database.execute_sql(sql, (PAYLOAD,)).fetchall(),
@@ -321,32 +386,34 @@ def peewee_queue(path: str, threads: int, units: int, workload: str,
 def run(threads: int = 16, units: int = 4000, workload: str = "insert",
         synchronous: str = "full", strategies: tuple[str, ...] = STRATEGIES,
         directory: str | None = None, progress: Progress = lambda *_: None,
-        baselines: tuple[str, ...] = BASELINES, max_seconds: float = DEFAULT_MAX_SECONDS
-        ) -> list[Result]:
-    """Run the serial ceiling, the baselines and the strategies, each on a fresh database file.
+        baselines: tuple[str, ...] = BASELINES, max_seconds: float = DEFAULT_MAX_SECONDS,
+        postgres: PostgresConfig | None = None) -> list[Result]:
+    """Run the serial ceiling, the baselines and the strategies, each on fresh tables.
 
-    ``progress(label, done, total)`` is called before each setup and once at the end.
+    On SQLite every setup gets a new file in a temporary directory (under
+    ``directory``); with ``postgres`` every setup recreates the benchmark tables
+    in that database.  ``progress(label, done, total)`` is called before each
+    setup and once at the end.
     """
-    threaded = (threads, units, workload, synchronous, max_seconds)
-    steps: list[tuple[str, Callable[[str], Result | None]]] = [
-        ("serial ceiling", lambda path: serial_ceiling(path, units, synchronous, max_seconds))]
+    threaded = (threads, units, workload, max_seconds)
+    steps: list[tuple[str, Callable[[Target], Result | None]]] = [
+        ("serial ceiling", lambda target: serial_ceiling(target, units, max_seconds))]
     if "transaction" in baselines:
-        steps.append(("one transaction",
-                      lambda path: single_transaction(path, units, synchronous)))
+        steps.append(("one transaction", lambda target: single_transaction(target, units)))
     steps += [(f"sqlite_storemgr {strategy}",
-               lambda path, strategy=strategy: strategy_run(path, strategy, *threaded))
+               lambda target, strategy=strategy: strategy_run(target, strategy, *threaded))
               for strategy in strategies]
     if "storm" in baselines:
-        steps.append(("Storm as-is", lambda path: storm_as_is(path, *threaded)))
-    if "peewee" in baselines and workload != "rmw":
-        steps.append(("peewee", lambda path: peewee_queue(path, *threaded)))
+        steps.append(("Storm as-is", lambda target: storm_as_is(target, *threaded)))
+    if "peewee" in baselines and workload != "rmw" and postgres is None:
+        steps.append(("peewee", lambda target: peewee_queue(target, *threaded)))
     results: list[Result] = []
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         for index, (label, step) in enumerate(steps):
             progress(label, index, len(steps))
-            path = os.path.join(tmp, f"{index}.db")
-            _prepare(path, synchronous)
-            result = step(path)
+            target = (PostgresTarget(postgres) if postgres is not None else
+                      SQLiteTarget(os.path.join(tmp, f"{index}.db"), synchronous))
+            result = step(target)
             if result is not None:
                 results.append(result)
         progress("done", len(steps), len(steps))
@@ -356,9 +423,9 @@ def run(threads: int = 16, units: int = 4000, workload: str = "insert",
     return results
 
 
-def _lost(result: Result, path: str, workload: str) -> Result:
+def _lost(result: Result, target: Target, workload: str) -> Result:
     if workload == "rmw":
-        result.lost_updates = (result.units - result.failed) - _counter(path)
+        result.lost_updates = (result.units - result.failed) - _counter(target)
     return result
 
 

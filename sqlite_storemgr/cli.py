@@ -16,7 +16,7 @@ import storm
 from . import bench
 from .backend import SQLiteDatabase
 from .errors import ConfigError
-from .uri import STRATEGIES, SYNCHRONOUS, SQLiteConfig, parse_uri
+from .uri import STRATEGIES, SYNCHRONOUS, PostgresConfig, SQLiteConfig, parse_uri
 
 STRATEGY_MEANING = {
     "queue": "one writer thread owns the only write connection and group-commits queued "
@@ -42,22 +42,27 @@ def _names(option: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def _bench(args: argparse.Namespace) -> int:
     strategies = _names("--strategies", args.strategies, STRATEGIES)
     baselines = _names("--baselines", args.baselines, bench.BASELINES)
-    directory = None
-    if args.uri:
+    directory = postgres = None
+    database = f"SQLite {dbapi.sqlite_version}"
+    config = parse_uri(args.uri) if args.uri else None
+    if isinstance(config, PostgresConfig):
+        postgres = config  # every setup recreates the benchmark tables there
+        database = config.describe()
+    elif args.uri:
         config = _sqlite_file(args.uri, "bench")  # its directory holds the runs
         directory = os.path.dirname(os.path.abspath(config.path))
     with _progress(args) as progress:
         results = bench.run(args.threads, args.units, args.workload, args.synchronous,
                             strategies, directory, progress=progress, baselines=baselines,
-                            max_seconds=args.max_seconds)
+                            max_seconds=args.max_seconds, postgres=postgres)
     if args.json:
         print(json.dumps({"workload": args.workload, "threads": args.threads,
                           "units": args.units, "synchronous": args.synchronous,
-                          "sqlite_version": dbapi.sqlite_version,
+                          "database": database, "sqlite_version": dbapi.sqlite_version,
                           "results": [result.summary() for result in results]}, indent=2))
     else:
         print(f"workload={args.workload} threads={args.threads} units={args.units} "
-              f"synchronous={args.synchronous} SQLite {dbapi.sqlite_version}")
+              f"synchronous={args.synchronous} {database}")
         print(bench.format_table(results))
     return 0
 
@@ -179,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("bench", help="benchmark every strategy against baselines",
                               description=bench.__doc__.split("\n\n")[0])
-    run.add_argument("uri", nargs="?", help="sqlite: URI whose directory holds the runs "
-                     "(default: a temporary directory)")
+    run.add_argument("uri", nargs="?", help="a sqlite: URI whose directory holds the runs "
+                     "(default: a temporary directory), or a postgres:// URI whose database "
+                     "gets the benchmark tables")
     run.add_argument("--threads", type=_positive(int), default=16)
     run.add_argument("--units", type=_positive(int), default=4000, help="units per setup")
     run.add_argument("--workload", choices=bench.WORKLOADS, default="insert",

@@ -251,13 +251,21 @@ def test_info_on_a_postgres_uri_shows_its_configuration_without_connecting():
 # -- check -----------------------------------------------------------------
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("command", ["check", "bench"])
-@pytest.mark.parametrize("uri", ["postgres://someone@localhost/app", "sqlite:"])
+@pytest.mark.parametrize("command, uri", [("check", "postgres://someone@localhost/app"),
+                                          ("check", "sqlite:"), ("bench", "sqlite:")])
 def test_check_and_bench_want_a_sqlite_file(command, uri):
     result = storemgr(command, uri)
     assert result.returncode == 2
     assert f"{command} " in result.stderr and ("sqlite: files" in result.stderr
                                                or "in-memory" in result.stderr)
+
+
+@pytest.mark.timeout(60)
+def test_bench_on_an_unreachable_postgres_server_fails_cleanly():
+    result = storemgr("bench", "postgres://someone:pw@127.0.0.1:1/app", "--units", "10")
+    assert result.returncode == 2
+    assert "cannot connect to postgres database 'app' on 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr and "pw" not in result.stderr
 
 @pytest.mark.timeout(60)
 def test_check_a_good_database(tmp_path):

@@ -216,3 +216,26 @@ def test_the_isolation_option_reaches_the_server(table):
         lambda store: store.execute("SHOW transaction_isolation").get_one()[0]).result()
     assert level == "serializable"
     manager.close()
+
+
+@pytest.mark.timeout(120)
+def test_bench_and_info_accept_a_postgres_uri():
+    import json
+    import subprocess
+    import sys
+
+    def storemgr(*args):
+        return subprocess.run([sys.executable, "-m", "sqlite_storemgr", *args],
+                              capture_output=True, text=True, timeout=100)
+
+    result = storemgr("bench", URI, "--units", "200", "--threads", "4", "--workload", "rmw",
+                      "--baselines", "none", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["database"].startswith("postgres database")
+    names = [row["name"] for row in report["results"]]
+    assert names[0] == "serial ceiling (raw, 1 thread)"
+    for row in report["results"][1:]:
+        assert row["failed"] == 0 and row["lost_updates"] == 0, row
+    info = json.loads(storemgr("info", URI, "--json").stdout)
+    assert info["strategy"] == "threadlocal" and info["isolation"] == "repeatable-read"
