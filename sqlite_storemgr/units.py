@@ -84,13 +84,6 @@ def run_joined(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
         return run_user_code(store, fn, store, *args, **(kwargs or {}))
 
 
-def _begin_outermost(store: ManagedStore) -> None:
-    """End a read-only transaction the store still has open; count the unit."""
-    if store.connection.in_transaction:
-        store.rollback()
-    store.unit_depth += 1
-
-
 def _acquire(mutex: threading.Lock | None, policy: LockPolicy, started: float) -> None:
     """Take the per-database write mutex within the deadline; the wait counts as lock wait."""
     if mutex is None:
@@ -112,25 +105,18 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
     """
     if is_nested(store):
         return run_joined(store, fn)
-    _begin_outermost(store)
-    started = time.monotonic()
     connection = store.connection
-    try:
-        _acquire(mutex, policy, started)
-        try:
-            def body() -> T:
-                policy.begin(connection)
-                result = run_user_code(store, fn, store)
-                store.flush()
-                store.raise_if_doomed()
-                return result
-            return policy.run(body, commit=store.commit, rollback=store.rollback,
-                              set_wait=connection.set_busy_timeout, started=started)
-        finally:
-            if mutex is not None:
-                mutex.release()
-    finally:
-        store.unit_depth -= 1
+
+    def body() -> T:
+        policy.begin(connection)
+        result = run_user_code(store, fn, store)
+        store.flush()
+        store.raise_if_doomed()
+        return result
+
+    with _outermost(store, policy, mutex) as started:
+        return policy.run(body, commit=store.commit, rollback=store.rollback,
+                          set_wait=connection.set_busy_timeout, started=started)
 
 
 @contextmanager
@@ -154,25 +140,38 @@ def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock |
 def outermost_block(store: ManagedStore, policy: LockPolicy,
                     mutex: threading.Lock | None = None) -> Iterator[ManagedStore]:
     """The transaction of a ``write()`` block that is not inside another unit."""
-    _begin_outermost(store)
-    started = time.monotonic()
     connection = store.connection
+    with _outermost(store, policy, mutex) as started:
+        policy.run(lambda: policy.begin(connection), commit=_nothing, rollback=store.rollback,
+                   set_wait=connection.set_busy_timeout, started=started)
+        outer = store.in_unit_body
+        store.in_unit_body = True
+        try:
+            yield store
+        except BaseException:
+            store.in_unit_body = outer
+            store.rollback()
+            raise
+        store.in_unit_body = outer
+        policy.for_commit().run(lambda: (store.flush(), store.raise_if_doomed()),
+                                commit=store.commit, rollback=store.rollback)
+
+
+@contextmanager
+def _outermost(store: ManagedStore, policy: LockPolicy,
+               mutex: threading.Lock | None) -> Iterator[float]:
+    """The frame of an outermost unit: a fresh transaction, the mutex, the unit counted.
+
+    Yields when the unit started: its deadline runs from there.
+    """
+    if store.connection.in_transaction:
+        store.rollback()  # a read-only transaction still open: end it first
+    store.unit_depth += 1
+    started = time.monotonic()
     try:
         _acquire(mutex, policy, started)
         try:
-            policy.run(lambda: policy.begin(connection), commit=_nothing, rollback=store.rollback,
-                       set_wait=connection.set_busy_timeout, started=started)
-            outer = store.in_unit_body
-            store.in_unit_body = True
-            try:
-                yield store
-            except BaseException:
-                store.in_unit_body = outer
-                store.rollback()
-                raise
-            store.in_unit_body = outer
-            policy.for_commit().run(lambda: (store.flush(), store.raise_if_doomed()),
-                                    commit=store.commit, rollback=store.rollback)
+            yield started
         finally:
             if mutex is not None:
                 mutex.release()
