@@ -16,18 +16,19 @@ from typing import Any, Callable, TypeVar
 from storm.store import Store
 
 from .errors import (
-    ConfigError, DatabaseLockedError, ManagerClosedError, QueueFullError,
+    ConfigError, DatabaseLockedError, DatabaseMovedError, ManagerClosedError, QueueFullError,
     ReadOnlyStoreError, StoreManagerError, StrategyError, TransactionControlError, TransactionDoomedError,
     WriterBrokenError,
     WrongThreadError)
 from .manager import StoreManager
+from .shutdown import drain_on_sigterm
 from .uri import SQLiteConfig, parse_uri
 
 __all__ = [
     "StoreManager", "SQLiteConfig", "parse_uri",
     "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
-    "stats", "close", "default_manager",
-    "ConfigError", "DatabaseLockedError", "ManagerClosedError",
+    "stats", "close", "default_manager", "drain_on_sigterm",
+    "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ManagerClosedError",
     "QueueFullError", "ReadOnlyStoreError", "StoreManagerError", "StrategyError",
     "TransactionControlError", "TransactionDoomedError",
     "WriterBrokenError", "WrongThreadError",

@@ -24,6 +24,7 @@ Differences from `storm.databases.sqlite`, each for a reason:
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from typing import Any
 
@@ -34,7 +35,7 @@ from storm.databases.sqlite import SQLiteConnection as StormSQLiteConnection
 from storm.tracer import _tracers, trace
 from storm.uri import URI
 
-from .errors import ReadOnlyStoreError
+from .errors import DatabaseMovedError, ReadOnlyStoreError
 from .uri import SQLiteConfig, config_from_storm_uri
 
 __all__ = ["SQLiteDatabase", "SQLiteConnection", "register", "connections_opened",
@@ -47,6 +48,9 @@ BUSY_READ = "read"                # an autocommit statement
 
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
+# Errors about the file itself (READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB): their
+# messages name the file, which SQLite's own text does not.
+_FILE_CODES = (8, 10, 11, 13, 14, 26)
 # Statements that change no data: queries, and transaction and session control.
 _NON_WRITING = ("SELECT", "VALUES", "EXPLAIN", "WITH", "SHOW", "SET", "BEGIN", "COMMIT",
                 "END", "ROLLBACK", "SAVEPOINT", "RELEASE")
@@ -111,12 +115,14 @@ class SQLiteConnection(StormSQLiteConnection):
 
     _in_transaction = False
     _wrote = False
+    _reopen_pending = False
 
     def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
         self.read_only = read_only
         self._database = database
         self._event = event
         self._raw_connection = database.raw_connect(read_only=read_only)
+        self._file_identity = database.file_identity()
 
     @property
     def in_transaction(self) -> bool:
@@ -139,6 +145,11 @@ class SQLiteConnection(StormSQLiteConnection):
 
     def _begin(self, statement: str) -> None:
         self._ensure_connected()
+        if statement == "BEGIN IMMEDIATE":
+            if self._file_moved():
+                raise self._database.moved_error()  # before anything reaches the old file's WAL
+            if self._reopen_pending:
+                self._reopen()
         self._execute_raw(statement, ())
         self._in_transaction = True
         self._wrote = False
@@ -203,11 +214,24 @@ class SQLiteConnection(StormSQLiteConnection):
         try:
             self._ensure_connected()
             if self._in_transaction:
+                wrote = self._wrote
                 self._execute_raw("COMMIT", ())
                 self._in_transaction = False
                 self._wrote = False
+                if wrote:
+                    self._check_file_unmoved()
         finally:
             trace("connection_commit", self, xid)
+
+    def _file_moved(self) -> bool:
+        """Whether the path no longer leads to the file this connection opened."""
+        identity = self._file_identity
+        return identity is not None and self._database.file_identity() != identity
+
+    def _check_file_unmoved(self) -> None:
+        """After a COMMIT: in WAL mode SQLite commits to a deleted file without a word."""
+        if self._file_moved():
+            raise self._database.moved_error()
 
     def rollback(self, xid: Any = None) -> None:
         try:
@@ -218,6 +242,19 @@ class SQLiteConnection(StormSQLiteConnection):
                     self._execute_raw("ROLLBACK", ())
         finally:
             trace("connection_rollback", self, xid)
+
+    def _reopen(self) -> None:
+        """Open the file again: one found read-only at open stays so for the connection."""
+        if self._raw_connection is None:
+            return
+        try:
+            fresh = self._database.raw_connect(read_only=self.read_only)
+        except Exception:  # noqa: BLE001 - still not writable: keep the old, try next time
+            return
+        self._reopen_pending = False
+        old, self._raw_connection = self._raw_connection, fresh
+        self._file_identity = self._database.file_identity()
+        old.close()
 
     def _check_disconnect(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("extra_disconnection_errors", None)
@@ -231,7 +268,12 @@ class SQLiteConnection(StormSQLiteConnection):
         code = getattr(error, "sqlite_errorcode", None)
         if code == _READONLY_CODE and self.read_only:
             return ReadOnlyStoreError(self._database.read_only_message)
-        wrapped = self._database.wrap_dbapi_error(error)
+        if code == _READONLY_CODE:
+            if self._file_moved():  # SQLITE_READONLY_DBMOVED
+                return self._database.moved_error()
+            self._reopen_pending = True  # the file may be writable by the next transaction
+        prefix = f"{self._database.config.describe()}: " if code in _FILE_CODES else ""
+        wrapped = self._database.wrap_dbapi_error(error, prefix)
         if code in _BUSY_CODES:
             head = statement.lstrip()[:8].upper()
             if head.startswith("BEGIN"):
@@ -268,6 +310,24 @@ class SQLiteDatabase(Database):
             self._memory_keeper = self.raw_connect()
         else:
             self._target = config.path
+        self._absolute_path = None if config.in_memory else os.path.abspath(config.path)
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file the path leads to now; None in memory or if none."""
+        if self._absolute_path is None:
+            return None
+        try:
+            status = os.stat(self._absolute_path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def moved_error(self) -> DatabaseMovedError:
+        path = self._absolute_path
+        return DatabaseMovedError(
+            f"the database file {path!r} was deleted, moved or replaced while this "
+            f"connection had it open, so its writes do not reach {path!r} (this one is not "
+            "acknowledged); close the manager and configure it again")
 
     def connect(self, event: Any = None, read_only: bool = False) -> SQLiteConnection:
         return SQLiteConnection(self, event, read_only=read_only)

@@ -58,3 +58,11 @@ class QueueFullError(StoreManagerError):
 
 class WriterBrokenError(StoreManagerError):
     """The writer thread died; pending units failed with the cause given as ``__cause__``."""
+
+
+class DatabaseMovedError(StoreManagerError, OperationalError):
+    """The database file was deleted, moved or replaced while a connection had it open.
+
+    Writes through such a connection go to the old file, not to the path: they
+    are refused (never acknowledged).  Close the manager and configure it again.
+    """

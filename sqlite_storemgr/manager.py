@@ -13,6 +13,7 @@ from storm.store import Store
 
 from .backend import SQLiteDatabase
 from .errors import ConfigError, ManagerClosedError
+from .scopes import before_write_unit
 from .strategies import Strategy, create_strategy
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
@@ -90,7 +91,9 @@ class StoreManager:
     def submit_write(self, fn: Callable[..., T], *args: Any, name: str | None = None,
                      **kwargs: Any) -> "Future[T]":
         """Run ``fn(store, *args, **kwargs)`` in one write transaction; the future resolves after COMMIT."""
-        return self._strategy(name).submit_write(fn, args, kwargs)
+        strategy = self._strategy(name)
+        before_write_unit(self, strategy)  # an outer scope (WSGI request, zope) may begin first
+        return strategy.submit_write(fn, args, kwargs)
 
     def submit_read(self, fn: Callable[..., T], *args: Any, name: str | None = None,
                     **kwargs: Any) -> "Future[T]":
@@ -103,11 +106,23 @@ class StoreManager:
 
         Inside a running unit it joins that unit; ``savepoint=True`` lets it fail alone.
         """
-        return self._strategy(name).write(savepoint)
+        strategy = self._strategy(name)
+        before_write_unit(self, strategy)  # an outer scope (WSGI request, zope) may begin first
+        return strategy.write(savepoint)
 
     def read(self, name: str | None = None) -> AbstractContextManager[Store]:
         """One consistent read snapshot around a ``with`` block."""
         return self._strategy(name).read()
+
+    def join_transaction_manager(self, transaction_manager: Any, name: str | None = None) -> Any:
+        """Make the stores of ``name`` (default: every database) join ``transaction_manager``.
+
+        Every store a thread touches joins that thread's current transaction of
+        the zope ``transaction`` package as a data manager; see
+        `sqlite_storemgr.zope_transaction`.  Returns a handle whose ``detach()`` undoes it.
+        """
+        from .zope_transaction import join_transaction_manager
+        return join_transaction_manager(self, transaction_manager, name)
 
     def retrying(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator applying the lock policy to code that writes through ``get_store``."""

@@ -14,11 +14,12 @@ import os
 import threading
 import weakref
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
-from typing import Any, Callable
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator
 
 from .backend import SQLiteDatabase
 from .errors import StrategyError
+from .gate import UnitGate
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import ThreadStores
@@ -36,6 +37,16 @@ class Strategy:
         self.database = database
         self.policy = LockPolicy(config.on_locked, config.timeout,
                                  where=f"{name!r} ({config.describe()})")
+        # Units and read blocks under way in callers' threads: close() waits for them
+        # before it closes their stores (closing a connection another thread is using
+        # can crash the driver).
+        self.gate = UnitGate(name)
+
+    @contextmanager
+    def _gated(self, block: Callable[[], AbstractContextManager[ManagedStore]]
+               ) -> Iterator[ManagedStore]:
+        with self.gate.unit(), block() as store:
+            yield store
 
     def stats(self) -> dict[str, Any]:
         lock = self.policy.stats
@@ -69,8 +80,12 @@ class CallerThreadStrategy(Strategy):
         return self.stores.get(self.name)
 
     def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
-        future = resolved_future(run_write_unit, self.get_store(), self.policy,
-                           lambda store: fn(store, *args, **kwargs), self.mutex)
+        with self.gate.unit():
+            # get_store() inside the future: a database that cannot be opened fails the
+            # future, as under queue, instead of raising from submit_write.
+            future = resolved_future(lambda: run_write_unit(
+                self.get_store(), self.policy, lambda store: fn(store, *args, **kwargs),
+                self.mutex))
         if future.exception() is None:
             self.committed += 1
         else:
@@ -78,13 +93,15 @@ class CallerThreadStrategy(Strategy):
         return future
 
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
-        return resolved_future(run_read, self.get_store(), fn, args, kwargs)
+        with self.gate.unit():
+            return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
 
     def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
-        return write_block(self.get_store(), self.policy, self.mutex, savepoint)
+        return self._gated(lambda: write_block(self.get_store(), self.policy, self.mutex,
+                                               savepoint))
 
     def read(self) -> AbstractContextManager[ManagedStore]:
-        return read_block(self.get_store())
+        return self._gated(lambda: read_block(self.get_store()))
 
     def retrying(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         store_of_caller = self.get_store
@@ -96,6 +113,7 @@ class CallerThreadStrategy(Strategy):
                 "units_failed": self.failed}
 
     def close(self, timeout: float | None = None) -> None:
+        self.gate.close(timeout)  # units under way in other threads finish first
         self.stores.close()
 
 
@@ -123,19 +141,21 @@ class WriterThreadStrategy(Strategy):
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         if self.reads_on_writer:
             return self.queue.submit(fn, args, kwargs)
-        return resolved_future(run_read, self.get_store(), fn, args, kwargs)
+        with self.gate.unit():
+            return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
 
     def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
         return self.queue.lease(savepoint)
 
     def read(self) -> AbstractContextManager[ManagedStore]:
-        return read_block(self.get_store())
+        return self._gated(lambda: read_block(self.get_store()))
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), **self.queue.stats()}
 
     def close(self, timeout: float | None = None) -> None:
         self.queue.close(timeout)
+        self.gate.close(timeout)  # reads under way in other threads finish first
         self.stores.close()
 
 

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterator
 from storm.exceptions import DisconnectionError
 
 from .backend import busy_phase
-from .errors import ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError
+from .errors import (
+    DatabaseLockedError, ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError)
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .units import joined_block, outermost_block, resolved_future, run_joined, run_user_code
@@ -71,6 +72,15 @@ class _Lease:
 
 class _BlockFailed(Exception):
     """Internal: the borrowed ``write()`` block raised, so the writer rolled back."""
+
+
+class _BatchAborted(Exception):
+    """Internal: a unit's error made SQLite roll back the batch's whole transaction."""
+
+    def __init__(self, unit: "_Unit", error: Exception):
+        super().__init__(repr(error))
+        self.unit = unit
+        self.error = error
 
 
 class _WriterDied(Exception):
@@ -268,7 +278,12 @@ class WriterQueue:
                 except Exception as error:
                     if busy_phase(error) is not None or isinstance(error, DisconnectionError):
                         raise  # the policy rolls the whole batch back and re-runs it
-                    store.rollback_savepoint(savepoint)
+                    try:
+                        store.rollback_savepoint(savepoint)
+                    except Exception:
+                        # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, ...),
+                        # savepoints and the batch's other units with it.
+                        raise _BatchAborted(unit, error) from error
                     outcomes.append((unit, False, error))
                 except BaseException as error:
                     raise _WriterDied(unit, error) from error
@@ -279,17 +294,34 @@ class WriterQueue:
                     store.unit_depth = 0
             return outcomes
 
-        try:
-            outcomes = self._policy.run(body, commit=store.commit, rollback=store.rollback,
-                                        set_wait=connection.set_busy_timeout)
-        except _WriterDied as death:
-            death.batch = units
-            raise
-        except Exception as error:
-            self.failed += len(units)
-            for unit in units:
-                unit.future.set_exception(error)
-            return
+        while True:
+            try:
+                # Each unit's deadline for the write lock runs from its submit, so the
+                # time it waited in the queue behind a blocked batch counts too.
+                outcomes = self._policy.run(body, commit=store.commit, rollback=store.rollback,
+                                            set_wait=connection.set_busy_timeout,
+                                            started=units[0].enqueued)
+            except _WriterDied as death:
+                death.batch = units
+                raise
+            except _BatchAborted as aborted:
+                self.failed += 1
+                aborted.unit.future.set_exception(aborted.error)
+                units = [unit for unit in units if unit is not aborted.unit]
+                if units:
+                    continue  # the others never committed: run them again without it
+                return
+            except DatabaseLockedError as error:
+                units = self._fail_expired(units, error)
+                if units:
+                    continue  # the younger units still have time: run them again
+                return
+            except Exception as error:
+                self.failed += len(units)
+                for unit in units:
+                    unit.future.set_exception(error)
+                return
+            break
         self.batches += 1
         self.batched_units += len(units)
         if len(units) > self.largest_batch:
@@ -301,6 +333,19 @@ class WriterQueue:
             else:
                 self.failed += 1
                 unit.future.set_exception(value)
+
+    def _fail_expired(self, units: list[_Unit], error: DatabaseLockedError) -> list[_Unit]:
+        """Fail the units whose own deadline passed; return the others (``retry`` only)."""
+        if self._policy.on_locked != "retry":
+            expired, alive = units, []
+        else:
+            cutoff = time.monotonic() - self._timeout
+            expired = [unit for unit in units if unit.enqueued <= cutoff] or units[:1]
+            alive = [unit for unit in units if unit not in expired]
+        self.failed += len(expired)
+        for unit in expired:
+            unit.future.set_exception(error)
+        return alive
 
     def _serve_lease(self, store: ManagedStore, unit: _Unit) -> None:
         lease: _Lease = unit.kwargs["lease"]

@@ -1,0 +1,258 @@
+"""Stores as data managers of the zope ``transaction`` package.
+
+``manager.join_transaction_manager(transaction.manager)`` makes every store
+that a thread touches join that thread's current transaction, the way ZStorm
+does for Storm, so ``transaction.commit()``, ``transaction.abort()`` and
+``transaction.doom()`` drive the stores together with any other data manager::
+
+    import transaction
+    manager.join_transaction_manager(transaction.manager)
+    store = manager.get_store("main")
+    store.add(item)                      # joins the current transaction
+    with manager.write("audit") as log:  # joins it too: commits nothing by itself
+        log.execute("INSERT INTO entry (text) VALUES ('item added')")
+    transaction.commit()                 # both databases, with the other data managers
+
+The rules:
+
+- Implicit or explicit transaction manager: with an implicit one (the default
+  ``transaction.manager``) every thread always has a current transaction, so
+  every unit of a joined database in every thread joins one, and commits only
+  when that thread calls ``transaction.commit()``; a thread that never ends
+  its transaction keeps its writes uncommitted (and SQLite's write lock) until
+  it ends.  With an explicit one (``TransactionManager(explicit=True)``) a
+  thread outside ``begin()``/``commit()`` is left alone: its units commit on
+  their own.
+- A store joins on first use in a transaction: a statement (Storm's
+  ``register-transaction`` event: ``execute``, ``find``, ``get``, ``add``,
+  ``remove``; SQLAlchemy statements through `sqlite_storemgr.sqlalchemy` too),
+  or a ``write()`` block / ``submit_write`` on it.  A read snapshot it kept
+  from before is ended first.  It leaves when the transaction ends and joins
+  the next one on next use.
+- While joined, the zope transaction is the outermost unit: ``write()`` blocks
+  and ``submit_write`` units join it (the nesting rules of
+  `sqlite_storemgr.units`); one that fails dooms the store, so
+  ``transaction.commit()`` fails in the vote (`TransactionDoomedError`) and
+  every data manager aborts.  ``write(name, savepoint=True)`` fails alone.
+- Commit: ``tpc_begin`` flushes Storm's pending changes (a failing flush aborts
+  everything), ``tpc_vote`` refuses a doomed store, ``tpc_finish`` commits.
+  SQLite has no PREPARE, so this is not a true two-phase commit: the stores
+  vote yes once they flushed, and commit in ``tpc_finish``.  A COMMIT failing
+  there after another resource committed would split the transaction; the
+  store holds the write lock from its first write on, so in WAL mode COMMIT
+  needs no further lock.  ``sortKey`` orders the stores before other resources,
+  as ZStorm does for stores without two-phase commit.
+- A write transaction in a joined store begins with its first writing
+  statement (``BEGIN IMMEDIATE`` when the store is not in a transaction yet);
+  a store that read first upgrades its read snapshot, which SQLite refuses at
+  once (SQLITE_BUSY) if another connection committed meanwhile.  Such lock
+  errors are retryable: ``transaction.manager.attempts()`` and
+  ``transaction.manager.run()`` re-run the whole transaction (``should_retry``).
+  Writes of a joined store do not take the ``mutex`` strategy's lock; SQLite's
+  lock (waited for up to ``timeout``) keeps them serialized.
+- ``transaction.savepoint()`` is not supported (the stores are not savepoint
+  data managers); use ``write(name, savepoint=True)``.
+- Only ``mutex`` and ``threadlocal`` databases can join: under ``queue`` and
+  ``single`` the threads' stores are read-only and every write is a unit of
+  its own on the writer thread, which no caller's transaction can own.  Asking
+  for them raises `StrategyError`.  Databases configured after the call are
+  not joined (call it again for them).
+- Don't combine with `sqlite_storemgr.wsgi.TransactionMiddleware` on the same
+  manager: one outer scope owns the transaction (for zope, use a zope-aware
+  WSGI middleware such as ``pyramid_tm``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from .backend import busy_phase
+from .errors import ConfigError, DatabaseLockedError, StrategyError
+from .scopes import add_process_hook, remove_process_hook
+from .stores import ManagedStore
+from .threadlocal import ThreadStores
+
+try:
+    from transaction.interfaces import IDataManager, NoTransaction
+    from zope.interface import implementer
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "join_transaction_manager needs the zope transaction package: "
+        "pip install 'sqlite_storemgr[zope]'") from error
+
+__all__ = ["join_transaction_manager", "TransactionJoin", "StoreDataManager"]
+
+_REGISTER = "register-transaction"
+
+
+def _joinable(strategy: Any) -> bool:
+    return (getattr(strategy, "queue", None) is None
+            and isinstance(getattr(strategy, "stores", None), ThreadStores))
+
+
+def join_transaction_manager(manager: Any, transaction_manager: Any,
+                             name: str | None = None) -> "TransactionJoin":
+    """See `StoreManager.join_transaction_manager` and the module docstring."""
+    names = [name] if name is not None else manager.names()
+    if not names:
+        raise ConfigError("no database is configured; call configure(name, uri) first")
+    strategies = [manager._strategy(each) for each in names]
+    refused = [s for s in strategies if not _joinable(s)]
+    if refused:
+        described = ", ".join(f"{s.name!r} (strategy={s.config.strategy})" for s in refused)
+        raise StrategyError(
+            f"cannot join a transaction manager for {described}: under queue and single "
+            "every write is a unit of its own on the writer thread, which no caller's "
+            "transaction can own; use strategy=mutex or strategy=threadlocal"
+            + ("" if name is not None else ", or pass name= for the databases that can join"))
+    return TransactionJoin(manager, transaction_manager, strategies)
+
+
+class TransactionJoin:
+    """The link between a manager's stores and one transaction manager; ``detach()`` ends it."""
+
+    def __init__(self, manager: Any, transaction_manager: Any, strategies: list[Any]):
+        self.manager = manager
+        self.transaction_manager = transaction_manager
+        self._strategies = list(strategies)
+        self._lock = threading.Lock()
+        self._factories: list[tuple[ThreadStores, Any]] = []
+        self._stores: "weakref.WeakSet[ManagedStore]" = weakref.WeakSet()
+        self.attached = True
+        for strategy in self._strategies:
+            registry: ThreadStores = strategy.stores
+            make = registry._factory
+            self._factories.append((registry, make))
+            registry._factory = self._wrap_factory(make)
+            for store in registry.all_stores():
+                self._hook(store)
+        add_process_hook(self._before_write_unit)
+
+    def _wrap_factory(self, make: Any) -> Any:
+        join = weakref.ref(self)
+
+        def factory(store_name: str) -> ManagedStore:
+            store = make(store_name)
+            this = join()
+            if this is not None and this.attached:
+                this._hook(store)
+            return store
+        return factory
+
+    def _hook(self, store: ManagedStore) -> None:
+        with self._lock:
+            self._stores.add(store)
+        store._event.hook(_REGISTER, _register, weakref.ref(self))
+
+    def _before_write_unit(self, manager: Any, strategy: Any) -> None:
+        """A ``write()``/``submit_write`` is about to start: join first, so that it joins us."""
+        if manager is self.manager and strategy in self._strategies:
+            strategy.get_store()._event.emit(_REGISTER)
+
+    def detach(self) -> None:
+        """Stop joining new transactions (stores already joined finish theirs)."""
+        if not self.attached:
+            return
+        self.attached = False
+        remove_process_hook(self._before_write_unit)
+        for registry, make in self._factories:
+            registry._factory = make
+        with self._lock:
+            stores = list(self._stores)
+        for store in stores:
+            store._event.unhook(_REGISTER, _register, weakref.ref(self))
+
+
+def _register(store: ManagedStore, join_ref: "weakref.ref[TransactionJoin]") -> Any:
+    """Storm's ``register-transaction`` hook: join the thread's current transaction."""
+    join = join_ref()
+    if join is None or not join.attached:
+        return False
+    try:
+        txn = join.transaction_manager.get()
+    except NoTransaction:  # an explicit transaction manager with no transaction begun
+        return None
+    data_manager = StoreDataManager(store, join)
+    txn.join(data_manager)
+    data_manager.enter()
+    return False  # unhooked until the transaction ends; StoreDataManager re-hooks
+
+
+@implementer(IDataManager)
+class StoreDataManager:
+    """One store in one zope transaction (modelled on ZStorm's ``StoreDataManager``)."""
+
+    def __init__(self, store: ManagedStore, join: TransactionJoin):
+        self._store = store
+        self._join = join
+        self.transaction_manager = join.transaction_manager
+        self._joined = False
+
+    def enter(self) -> None:
+        """Own the store's transaction: units started now join it (nesting rules).
+
+        A read snapshot the store kept from before the transaction is ended
+        first (its changes, if it has any, are adopted by the transaction).
+        """
+        store = self._store
+        if (store.connection.in_transaction and not store.has_uncommitted_changes()
+                and store.unit_depth == 0 and not store.in_unit_body):
+            store.rollback()
+        store.unit_depth += 1
+        self._joined = True
+
+    def _leave(self) -> None:
+        if not self._joined:
+            return
+        self._joined = False
+        self._store.unit_depth -= 1
+        if self._join.attached:
+            self._store._event.hook(_REGISTER, _register, weakref.ref(self._join))
+
+    def abort(self, txn: Any) -> None:
+        try:
+            self._store.rollback()
+        finally:
+            self._leave()
+
+    def tpc_begin(self, txn: Any) -> None:
+        # Flush before any resource votes: a failing INSERT aborts everything.
+        self._store.flush()
+
+    def commit(self, txn: Any) -> None:
+        pass
+
+    def tpc_vote(self, txn: Any) -> None:
+        self._store.check_thread()
+        self._store.raise_if_doomed()
+
+    def tpc_finish(self, txn: Any) -> None:
+        try:
+            self._store.commit()
+        finally:
+            self._leave()
+
+    def tpc_abort(self, txn: Any) -> None:
+        try:
+            self._store.rollback()
+        finally:
+            self._leave()
+
+    def sortKey(self) -> str:
+        # "aa": before resources that can prepare (ZStorm's order for non-TPC stores).
+        return f"aa_sqlite_storemgr_{self._store.name}_{id(self)}"
+
+    def should_retry(self, error: BaseException) -> bool:
+        """Lock conflicts are worth re-running the whole transaction for."""
+        seen = set()
+        while error is not None and id(error) not in seen:
+            seen.add(id(error))
+            if isinstance(error, DatabaseLockedError) or busy_phase(error) is not None:
+                return True
+            error = getattr(error, "orig", None) or error.__cause__
+        return False
+
+    def __repr__(self) -> str:
+        return f"<StoreDataManager {self._store.name!r} joined={self._joined}>"
