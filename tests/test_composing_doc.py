@@ -1,4 +1,4 @@
-"""The examples of docs/composing.md run, in order, as one session, and do what they say."""
+"""The examples of the README's "Composing transactions" run, in order, as one session."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import re
 import pysqlite3.dbapi2 as dbapi
 import pytest
 
-DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                   "docs", "composing.md")
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
 def blocks():
-    with open(DOC, encoding="utf-8") as doc:
-        return re.findall(r"```python\n(.*?)```", doc.read(), re.S)
+    with open(README, encoding="utf-8") as readme:
+        section = readme.read().split("## Composing transactions", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 def rows(path, table, column):
@@ -32,13 +32,13 @@ def test_the_composing_examples_run_and_do_what_they_say(tmp_path, monkeypatch):
     assert len(code) == 5
     session: dict = {}
     try:
-        exec(compile(code[0], "composing.md: nesting", "exec"), session)
+        exec(compile(code[0], "README composing: nesting", "exec"), session)
         assert rows(tmp_path / "app.db", "note", "text") == ["first", "second"]
 
-        exec(compile(code[1], "composing.md: savepoint", "exec"), session)
+        exec(compile(code[1], "README composing: savepoint", "exec"), session)
         assert rows(tmp_path / "app.db", "note", "text")[-1] == "kept"
 
-        exec(compile(code[2], "composing.md: wsgi", "exec"), session)
+        exec(compile(code[2], "README composing: wsgi", "exec"), session)
         seen = {}
         body = session["application"](
             {"PATH_INFO": "/hello"}, lambda status, headers, exc_info=None: seen.update(
@@ -47,11 +47,11 @@ def test_the_composing_examples_run_and_do_what_they_say(tmp_path, monkeypatch):
         body.close()
         assert rows(tmp_path / "app.db", "note", "text")[-2:] == ["/hello", "audit: /hello"]
 
-        exec(compile(code[3], "composing.md: zope", "exec"), session)
+        exec(compile(code[3], "README composing: zope", "exec"), session)
         assert rows(tmp_path / "app.db", "note", "text")[-1] == "with its audit entry"
         assert rows(tmp_path / "audit.db", "entry", "text") == ["note added"]
 
-        exec(compile(code[4], "composing.md: sqlalchemy", "exec"), session)
+        exec(compile(code[4], "README composing: sqlalchemy", "exec"), session)
         assert rows(tmp_path / "app.db", "note", "text")[-2:] == ["from Storm", "from SQLAlchemy"]
         assert "never committed" not in rows(tmp_path / "app.db", "note", "text")
         assert "undone alone" not in rows(tmp_path / "app.db", "note", "text")
