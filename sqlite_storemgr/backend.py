@@ -122,7 +122,9 @@ class SQLiteConnection(StormSQLiteConnection):
         self._database = database
         self._event = event
         self._raw_connection = database.raw_connect(read_only=read_only)
-        self._file_identity = database.file_identity()
+        # The file as SQLite resolved it at open (a relative path: from the cwd of now).
+        self._file_path = database.absolute_path()
+        self._file_identity = database.file_identity(self._file_path)
 
     @property
     def in_transaction(self) -> bool:
@@ -147,7 +149,7 @@ class SQLiteConnection(StormSQLiteConnection):
         self._ensure_connected()
         if statement == "BEGIN IMMEDIATE":
             if self._file_moved():
-                raise self._database.moved_error()  # before anything reaches the old file's WAL
+                raise self._database.moved_error(self._file_path)  # before the old file's WAL
             if self._reopen_pending:
                 self._reopen()
         self._execute_raw(statement, ())
@@ -226,12 +228,12 @@ class SQLiteConnection(StormSQLiteConnection):
     def _file_moved(self) -> bool:
         """Whether the path no longer leads to the file this connection opened."""
         identity = self._file_identity
-        return identity is not None and self._database.file_identity() != identity
+        return identity is not None and self._database.file_identity(self._file_path) != identity
 
     def _check_file_unmoved(self) -> None:
         """After a COMMIT: in WAL mode SQLite commits to a deleted file without a word."""
         if self._file_moved():
-            raise self._database.moved_error()
+            raise self._database.moved_error(self._file_path)
 
     def rollback(self, xid: Any = None) -> None:
         try:
@@ -253,7 +255,7 @@ class SQLiteConnection(StormSQLiteConnection):
             return
         self._reopen_pending = False
         old, self._raw_connection = self._raw_connection, fresh
-        self._file_identity = self._database.file_identity()
+        self._file_identity = self._database.file_identity(self._file_path)
         old.close()
 
     def _check_disconnect(self, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -270,7 +272,7 @@ class SQLiteConnection(StormSQLiteConnection):
             return ReadOnlyStoreError(self._database.read_only_message)
         if code == _READONLY_CODE:
             if self._file_moved():  # SQLITE_READONLY_DBMOVED
-                return self._database.moved_error()
+                return self._database.moved_error(self._file_path)
             self._reopen_pending = True  # the file may be writable by the next transaction
         prefix = f"{self._database.config.describe()}: " if code in _FILE_CODES else ""
         wrapped = self._database.wrap_dbapi_error(error, prefix)
@@ -310,20 +312,23 @@ class SQLiteDatabase(Database):
             self._memory_keeper = self.raw_connect()
         else:
             self._target = config.path
-        self._absolute_path = None if config.in_memory else os.path.abspath(config.path)
 
-    def file_identity(self) -> tuple[int, int] | None:
-        """(device, inode) of the file the path leads to now; None in memory or if none."""
-        if self._absolute_path is None:
+    def absolute_path(self) -> str | None:
+        """The file's absolute path as a connection opened now resolves it; None in memory."""
+        return None if self.config.in_memory else os.path.abspath(self.config.path)
+
+    @staticmethod
+    def file_identity(path: str | None) -> tuple[int, int] | None:
+        """(device, inode) of the file ``path`` leads to now; None in memory or if none."""
+        if path is None:
             return None
         try:
-            status = os.stat(self._absolute_path)
+            status = os.stat(path)
         except OSError:
             return None
         return status.st_dev, status.st_ino
 
-    def moved_error(self) -> DatabaseMovedError:
-        path = self._absolute_path
+    def moved_error(self, path: str | None) -> DatabaseMovedError:
         return DatabaseMovedError(
             f"the database file {path!r} was deleted, moved or replaced while this "
             f"connection had it open, so its writes do not reach {path!r} (this one is not "

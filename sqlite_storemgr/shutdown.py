@@ -17,9 +17,12 @@ it ends the process with status 143 (128 + SIGTERM) through ``os._exit``, after
 flushing ``sys.stdout`` and ``sys.stderr``; like the default SIGTERM action,
 that skips ``atexit`` handlers and the ``finally`` blocks of other threads.
 The drain is bounded by ``timeout`` seconds; more SIGTERMs during it are
-ignored.  A Python handler installed before is chained: it runs first, in the
-main thread (it may stop taking requests, say), and the drain starts when it
-returns or raises.
+ignored.  Python runs signal handlers in the main thread, between bytecodes: a
+main thread blocked in C (say, in SQLite's busy wait for the write lock under
+``threadlocal``) starts the drain only when that call returns, at most the
+database's ``timeout`` later.  A Python handler installed before is chained:
+it runs first, in the main thread (it may stop taking requests, say), and the
+drain starts when it returns or raises.
 """
 
 from __future__ import annotations
