@@ -383,7 +383,7 @@ def peewee_queue(target: SQLiteTarget, threads: int, units: int, workload: str,
         database.close()
 
 
-def run(threads: int = 16, units: int = 4000, workload: str = "insert",
+def run(threads: int = 16, units: int = 10000, workload: str = "insert",
         synchronous: str = "full", strategies: tuple[str, ...] = STRATEGIES,
         directory: str | None = None, progress: Progress = lambda *_: None,
         baselines: tuple[str, ...] = BASELINES, max_seconds: float = DEFAULT_MAX_SECONDS,

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: a temporary directory), or a postgres:// URI whose database "
                      "gets the benchmark tables")
     run.add_argument("--threads", type=_positive(int), default=16)
-    run.add_argument("--units", type=_positive(int), default=4000, help="units per setup")
+    run.add_argument("--units", type=_positive(int), default=10000, help="units per setup")
     run.add_argument("--workload", choices=bench.WORKLOADS, default="insert",
                      help="insert: one INSERT per unit; rmw: read a counter, write it back "
                      "plus one; mixed: inserts while reader threads time their reads")
