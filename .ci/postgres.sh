@@ -11,7 +11,7 @@ if [ -z "$version" ]; then
   version=$(ls /usr/lib/postgresql | sort -n | tail -1)
   pg_createcluster "$version" main >&2
 fi
-if ! pg_lsclusters --no-header | awk '$3=="main" {print $4}' | grep -q online; then
+if ! pg_lsclusters --no-header | awk '$2=="main" {print $4}' | grep -q online; then
   pg_ctlcluster "$version" main start -o "-c listen_addresses=127.0.0.1" >&2
 fi
 port=$(pg_lsclusters --no-header | awk '$2=="main" {print $3; exit}')
