@@ -74,6 +74,15 @@ class _BlockFailed(Exception):
     """Internal: the borrowed ``write()`` block raised, so the writer rolled back."""
 
 
+class _Isolate(Exception):
+    """Internal: a unit failed in a batch run without savepoints; it was rolled back.
+
+    Batches run without a savepoint per unit (two statements saved per unit);
+    the first failure rolls the batch back and re-runs it with savepoints, so
+    the units before the failing one run twice (units may run more than once).
+    """
+
+
 class _BatchAborted(Exception):
     """Internal: a unit's error made SQLite roll back the batch's whole transaction."""
 
@@ -264,11 +273,14 @@ class WriterQueue:
             return
         connection = store.connection
 
+        # Savepoints per unit only for a lone unit or once a unit of this batch has failed.
+        isolated = len(units) == 1
+
         def body() -> list[tuple[_Unit, bool, Any]]:
             self._policy.begin(connection)
             outcomes = []
             for unit in units:
-                savepoint = store.open_savepoint()
+                savepoint = store.open_savepoint() if isolated else None
                 store.unit_depth = 1
                 try:
                     value = run_user_code(store, unit.fn, store, *unit.args, **unit.kwargs)
@@ -278,6 +290,8 @@ class WriterQueue:
                 except Exception as error:
                     if busy_phase(error) is not None or isinstance(error, DisconnectionError):
                         raise  # the policy rolls the whole batch back and re-runs it
+                    if savepoint is None:
+                        raise _Isolate() from error  # rolled back: re-run with savepoints
                     try:
                         store.rollback_savepoint(savepoint)
                     except Exception:
@@ -288,7 +302,8 @@ class WriterQueue:
                 except BaseException as error:
                     raise _WriterDied(unit, error) from error
                 else:
-                    store.release_savepoint(savepoint)
+                    if savepoint is not None:
+                        store.release_savepoint(savepoint)
                     outcomes.append((unit, True, value))
                 finally:
                     store.unit_depth = 0
@@ -304,6 +319,9 @@ class WriterQueue:
             except _WriterDied as death:
                 death.batch = units
                 raise
+            except _Isolate:
+                isolated = True
+                continue
             except _BatchAborted as aborted:
                 self.failed += 1
                 aborted.unit.future.set_exception(aborted.error)
