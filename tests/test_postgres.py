@@ -239,3 +239,91 @@ def test_bench_and_info_accept_a_postgres_uri():
         assert row["failed"] == 0 and row["lost_updates"] == 0, row
     info = json.loads(storemgr("info", URI, "--json").stdout)
     assert info["strategy"] == "threadlocal" and info["isolation"] == "repeatable-read"
+
+
+@pytest.mark.timeout(30)
+def test_a_connection_lost_at_commit_fails_clearly(table):
+    from storm.exceptions import DisconnectionError
+    manager = make("threadlocal", table)
+
+    def unit(store):
+        store.execute(f"UPDATE {table} SET n = n + 1 WHERE id = 1")
+        (pid,) = store.execute("SELECT pg_backend_pid()").get_one()
+        killer = raw_connection()
+        killer.autocommit = True
+        killer.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+        killer.close()
+        time.sleep(0.1)  # the session is gone before COMMIT is sent
+
+    error = manager.submit_write(unit).exception()
+    assert isinstance(error, DisconnectionError), repr(error)
+    assert "lost during COMMIT" in str(error) and "unknown" in str(error)
+    assert rows(table)[0][1] == 0  # here it was not committed; the error could not know
+    assert manager.submit_write(lambda s: s.execute(
+        f"UPDATE {table} SET n = 5 WHERE id = 1")).exception() is None  # a fresh connection
+    assert rows(table)[0][1] == 5
+    manager.close()
+
+
+def _cluster():
+    """(version, name) of the local cluster when this process may restart it, else None."""
+    import shutil
+    import subprocess
+    if os.geteuid() != 0 or not shutil.which("pg_lsclusters"):
+        return None
+    lines = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True,
+                           text=True).stdout.split("\n")
+    port = str(parse_uri(URI).storm_uri.rsplit(":", 1)[1].split("/")[0])
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == port and fields[3] == "online":
+            return fields[0], fields[1]
+    return None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("strategy", ["threadlocal", "queue"])
+def test_a_server_restart_mid_run(strategy, table):
+    """Documented: units under way fail with a clear error or are re-run once; nothing
+    acknowledged is lost; once the server is back the same manager writes again."""
+    import subprocess
+    cluster = _cluster()
+    if cluster is None:
+        pytest.skip("restarting the server needs root and a local pg_ctlcluster cluster")
+    manager = make(strategy, table, timeout=2)
+    acknowledged, failures = [], []
+    stop = threading.Event()
+
+    def writer(offset):
+        for index in range(offset, offset + 100000, 4):
+            if stop.is_set():
+                return
+            future = manager.submit_write(lambda store, i=index: store.execute(
+                f"INSERT INTO {table} (id, n, name) VALUES (?, 0, 'w')", (i + 10,)))
+            error = future.exception()
+            if error is None:
+                acknowledged.append(index + 10)
+            else:
+                failures.append(error)
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    subprocess.run(["pg_ctlcluster", *cluster, "restart"], check=True,
+                   capture_output=True, timeout=60)
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    committed = {row[0] for row in rows(table)}
+    assert set(acknowledged) <= committed  # nothing acknowledged was lost
+    for error in failures:  # each failure says what happened to the connection
+        assert any(word in str(error) for word in (
+            "terminat", "connection", "server closed", "shutting down", "lost")), repr(error)
+    assert manager.submit_write(lambda s: s.execute(
+        f"UPDATE {table} SET n = 42 WHERE id = 1")).exception() is None
+    assert rows(table)[0][1] == 42
+    manager.close()
