@@ -24,12 +24,14 @@ Differences from `storm.databases.sqlite`, each for a reason:
 from __future__ import annotations
 
 import itertools
+import re
 import os
 import uuid
 from typing import Any
 
 import pysqlite3.dbapi2 as dbapi
 import storm.exceptions as storm_errors
+from storm.exceptions import ClosedError
 from storm.database import Database, register_scheme
 from storm.databases.sqlite import SQLiteConnection as StormSQLiteConnection
 from storm.tracer import _tracers, trace
@@ -52,7 +54,9 @@ _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
 # messages name the file, which SQLite's own text does not.
 _FILE_CODES = (8, 10, 11, 13, 14, 26)
 # Statements that change no data: queries, and transaction and session control.
-_NON_WRITING = ("SELECT", "VALUES", "EXPLAIN", "WITH", "SHOW", "SET", "BEGIN", "COMMIT",
+_SKIPPED = " \t\r\n("
+_WRITE_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+_NON_WRITING = ("SELECT", "VALUES", "EXPLAIN", "SHOW", "SET", "BEGIN", "COMMIT",
                 "END", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 _opened = itertools.count(1)
@@ -70,8 +74,17 @@ def busy_phase(error: BaseException) -> str | None:
 
 
 def is_write_statement(statement: str) -> bool:
-    """True unless the statement changes no data (a query, transaction control, a PRAGMA read)."""
-    head = statement.lstrip()[:9].upper()
+    """True unless the statement changes no data (a query, transaction control, a PRAGMA read).
+
+    Leading comments and parentheses are skipped; a ``WITH`` statement writes
+    when its body does (``WITH ... INSERT``).
+    """
+    text = statement.lstrip(_SKIPPED)
+    while text.startswith(("--", "/*")):
+        text = text.partition("\n" if text[1] == "-" else "*/")[2].lstrip(_SKIPPED)
+    head = text[:9].upper()
+    if head.startswith("WITH"):
+        return _WRITE_WORD.search(text) is not None
     if head.startswith(_NON_WRITING):
         return False
     if head.startswith("PRAGMA"):
@@ -213,6 +226,8 @@ class SQLiteConnection(StormSQLiteConnection):
         return cursor
 
     def commit(self, xid: Any = None) -> None:
+        if self._closed:  # e.g. close() ran meanwhile: its rollback must not pass as a commit
+            raise ClosedError("the connection is closed; nothing was committed")
         try:
             self._ensure_connected()
             if self._in_transaction:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -20,6 +21,14 @@ from .uri import PostgresConfig, SQLiteConfig, parse_uri
 T = TypeVar("T")
 
 _managers: "weakref.WeakSet[StoreManager]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for manager in list(_managers):
+        manager._lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open_database(config: SQLiteConfig | PostgresConfig) -> Any:
@@ -139,9 +148,18 @@ class StoreManager:
                 return
             self._closed = True
             strategies = list(self._strategies.values())
-        for strategy in strategies:
-            strategy.close(timeout)
-            strategy.database.dispose()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        errors = []
+        for strategy in strategies:  # one failing database does not keep the others open
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                strategy.close(left)
+            except Exception as error:
+                errors.append(error)
+            finally:
+                strategy.database.dispose()
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> "StoreManager":
         return self

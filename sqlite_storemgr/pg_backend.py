@@ -16,7 +16,7 @@ from typing import Any
 
 from storm.database import STATE_RECONNECT
 from storm.databases.postgres import Postgres, PostgresConnection
-from storm.exceptions import DatabaseModuleError, Error
+from storm.exceptions import ClosedError, DatabaseModuleError, Error
 from storm.uri import URI
 
 from .backend import BUSY_COMMIT, BUSY_TRANSACTION, SQLiteDatabase, is_write_statement
@@ -113,6 +113,8 @@ class ManagedPostgresConnection(PostgresConnection):
         return cursor
 
     def commit(self, xid: Any = None) -> None:
+        if self._closed:  # e.g. close() ran meanwhile: its rollback must not pass as a commit
+            raise ClosedError("the connection is closed; nothing was committed")
         try:
             super().commit(xid)
         except Error as error:

@@ -10,7 +10,6 @@ and every retry share one wall-clock deadline taken from ``timeout``.
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from dataclasses import dataclass, field
@@ -172,13 +171,3 @@ class LockPolicy:
         """The policy for a COMMIT whose work cannot be re-run (a ``write()`` block)."""
         mode = "rollback" if self.on_locked == "rollback" else "retry_commit"
         return LockPolicy(mode, self.timeout, self.where, self.stats)
-
-    def decorate(self, rollback: Callable[[], None], commit: Callable[[], None]
-                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """A decorator applying this policy to a function that writes on its own."""
-        def decorator(fn: Callable[..., T]) -> Callable[..., T]:
-            @functools.wraps(fn)
-            def wrapper(*args, **kwargs) -> T:
-                return self.run(lambda: fn(*args, **kwargs), commit=commit, rollback=rollback)
-            return wrapper
-        return decorator

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -23,9 +24,21 @@ from .gate import UnitGate
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import ThreadStores
-from .units import read_block, resolved_future, run_read, run_write_unit, write_block
+from .units import (
+    read_block, resolved_future, run_read, run_retrying, run_write_unit, write_block)
 from .uri import SQLiteConfig
 from .writer_queue import WriterQueue
+
+
+_mutex_strategies: "weakref.WeakSet[CallerThreadStrategy]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for strategy in list(_mutex_strategies):
+        strategy.mutex = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Strategy:
@@ -68,13 +81,9 @@ class CallerThreadStrategy(Strategy):
         self.stores = ThreadStores(lambda store_name: ManagedStore(database, store_name))
         self.mutex = threading.Lock() if config.strategy == "mutex" else None
         if self.mutex is not None:
-            reset = weakref.WeakMethod(self._reset_mutex_after_fork)
-            os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
+            _mutex_strategies.add(self)
         self.committed = 0
         self.failed = 0
-
-    def _reset_mutex_after_fork(self) -> None:
-        self.mutex = threading.Lock()
 
     def get_store(self) -> ManagedStore:
         return self.stores.get(self.name)
@@ -104,9 +113,14 @@ class CallerThreadStrategy(Strategy):
         return self._gated(lambda: read_block(self.get_store()))
 
     def retrying(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        store_of_caller = self.get_store
-        return self.policy.decorate(rollback=lambda: store_of_caller().rollback(),
-                                    commit=lambda: store_of_caller().commit())
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self.gate.unit():  # the mutex stays for submit_write and write()
+                    return run_retrying(self.get_store(), self.policy,
+                                        lambda: fn(*args, **kwargs))
+            return wrapper
+        return decorator
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "units_committed": self.committed,

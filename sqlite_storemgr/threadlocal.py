@@ -51,6 +51,8 @@ class _Holder:
     def __init__(self) -> None:
         self.stores: dict[str, ManagedStore] = {}
         self.finalizer = weakref.finalize(self, _close_stores, self.stores)
+        # Not at interpreter exit: daemon threads may still be using their stores then.
+        self.finalizer.atexit = False
 
 
 class ThreadStores:
@@ -90,13 +92,18 @@ class ThreadStores:
         for holder in holders:
             yield from list(holder.stores.values())
 
-    def close(self, name: str | None = None) -> None:
-        """Close every thread's stores (for ``name``, or all), from this thread."""
+    def close(self) -> None:
+        """Close every thread's stores from this thread, but those inside a unit.
+
+        A store still inside a unit (its thread outlived close()'s wait) is left
+        to its thread: closing it under the unit could crash the driver, and
+        its thread's exit closes it.
+        """
         with self._lock:
             holders = list(self._holders)
         for holder in holders:
             for store_name, store in list(holder.stores.items()):
-                if name is None or store_name == name:
+                if not store.unit_depth:
                     holder.stores.pop(store_name, None)
                     close_store(store)
 

@@ -119,6 +119,18 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
                           set_wait=connection.set_busy_timeout, started=started)
 
 
+def run_retrying(store: ManagedStore, policy: LockPolicy, fn: Callable[[], T]) -> T:
+    """``fn()``, which writes through ``store`` on its own, re-run under the lock policy.
+
+    For code that uses ``get_store`` directly (``retrying()``): the store's
+    transaction starts fresh, one deadline bounds every attempt, and the store
+    is committed when ``fn`` returns.
+    """
+    with _outermost(store, policy, None) as started:
+        return policy.run(fn, commit=store.commit, rollback=store.rollback,
+                          set_wait=store.connection.set_busy_timeout, started=started)
+
+
 @contextmanager
 def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock | None = None,
                 savepoint: bool = False) -> Iterator[ManagedStore]:

@@ -32,6 +32,7 @@ from .errors import (
     DatabaseLockedError, ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError)
 from .retry import LockPolicy
 from .stores import ManagedStore
+from .threadlocal import close_store
 from .units import joined_block, outermost_block, resolved_future, run_joined, run_user_code
 
 _live_queues: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
@@ -170,9 +171,10 @@ class WriterQueue:
             self._check_open()
 
     def _start_writer(self) -> None:
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=self._run, name=f"storemgr-writer-{self.name}", daemon=True)
-        self._thread.start()
+        thread.start()  # if this raises, no dead thread is recorded as the writer
+        self._thread = thread
 
     def _inside_unit(self) -> bool:
         """Whether the caller runs inside a unit of this writer (its thread, or a write() block)."""
@@ -228,10 +230,11 @@ class WriterQueue:
         except BaseException as error:
             self._die(error)
         finally:
-            self._store = None
+            with self._lock:
+                if self._store is store:  # not yet a restarted writer's store
+                    self._store = None
             if store is not None:
-                store.rollback()
-                store.close()
+                close_store(store)
 
     def _take(self) -> list[_Unit] | None:
         """The next batch (a lease always alone), or None once closed and drained.
@@ -399,6 +402,7 @@ class WriterQueue:
             self._items.clear()
             self._thread = None
             self._thread_ident = None
+            self._store = None
             self.restarts += 1
             self._not_full.notify_all()
         if culprit is not None and not culprit.future.done():
@@ -427,6 +431,7 @@ class WriterQueue:
         self._writer_waiting = False
         self._thread = None
         self._thread_ident = None
+        self._lessee = None
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop taking units, drain the queue, stop the writer; False if it outlived ``timeout``."""
@@ -435,10 +440,10 @@ class WriterQueue:
             self._not_empty.notify_all()
             self._not_full.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
+        if thread is None or self._inside_unit():
+            return True  # the writer finishes the unit under way here, then drains and stops
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

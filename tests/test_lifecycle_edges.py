@@ -1,0 +1,117 @@
+"""Edges found in review: close() racing a thread's own commit, close() inside a write()
+block, statements that only look like reads or writes, a writer restarted mid-death."""
+
+import threading
+
+import pysqlite3.dbapi2 as dbapi
+import pytest
+from storm.exceptions import ClosedError
+
+from sqlite_storemgr import ReadOnlyStoreError, StoreManager
+from sqlite_storemgr.backend import is_write_statement
+
+
+def make(tmp_path, strategy, **options):
+    path = tmp_path / "edge.db"
+    manager = StoreManager()
+    query = "&".join(f"{k}={v}" for k, v in {"strategy": strategy, **options}.items())
+    manager.configure("main", f"sqlite:{path}?{query}")
+    manager.submit_write(lambda store: store.execute(
+        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    return manager, path
+
+
+def names(path):
+    connection = dbapi.connect(str(path))
+    try:
+        return [row[0] for row in connection.execute("SELECT name FROM item ORDER BY id")]
+    finally:
+        connection.close()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("strategy", ["threadlocal", "mutex"])
+def test_a_commit_after_close_raises_instead_of_reporting_success(tmp_path, strategy):
+    manager, path = make(tmp_path, strategy)
+    store = manager.get_store("main")
+    store.execute("INSERT INTO item (name) VALUES ('pending')")
+    manager.close()  # closes every thread's stores, rolling this one back
+    with pytest.raises(ClosedError, match="nothing was committed"):
+        store.commit()
+    assert names(path) == []
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("strategy", ["queue", "single"])
+def test_close_inside_a_write_block_does_not_hang(tmp_path, strategy):
+    manager, path = make(tmp_path, strategy)
+    with manager.write("main") as store:
+        store.execute("INSERT INTO item (name) VALUES ('in block')")
+        manager.close()  # the writer waits for this block: close() must not wait for it
+    assert names(path) == ["in block"]
+
+
+@pytest.mark.parametrize("statement, writes", [
+    ("-- a tag\nSELECT 1", False),
+    ("/* hint */ SELECT 1", False),
+    ("(SELECT 1) UNION (SELECT 2)", False),
+    ("WITH a AS (SELECT updated_at FROM t) SELECT * FROM a", False),
+    ("WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a", True),
+    ("with a as (select 1) delete from t", True),
+    ("PRAGMA user_version = 3", True),
+    ("PRAGMA data_version", False),
+    ("UPDATE t SET x = 1", True),
+])
+def test_statement_classification(statement, writes):
+    assert is_write_statement(statement) is writes
+
+
+@pytest.mark.timeout(20)
+def test_commented_reads_work_on_read_only_stores_and_with_writes_are_refused(tmp_path):
+    manager, _ = make(tmp_path, "queue")
+    store = manager.get_store("main")
+    assert store.execute("-- dashboard\nSELECT count(*) FROM item").get_one() == (0,)
+    with pytest.raises(ReadOnlyStoreError):
+        store.execute("WITH x AS (SELECT 'w') INSERT INTO item (name) SELECT * FROM x")
+    manager.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_with_insert_is_not_thrown_away_by_the_next_unit(tmp_path):
+    manager, path = make(tmp_path, "threadlocal")
+    store = manager.get_store("main")
+    store.execute("WITH x AS (SELECT 'loose') INSERT INTO item (name) SELECT * FROM x")
+    manager.submit_write(lambda s: s.execute("INSERT INTO item (name) VALUES ('unit')")).result()
+    store.commit()  # the unit joined the caller's transaction instead of rolling it back
+    assert names(path) == ["loose", "unit"]
+    manager.close()
+
+
+class Boom(BaseException):
+    pass
+
+
+@pytest.mark.timeout(30)
+def test_a_writer_restarted_while_the_old_one_dies_keeps_its_store(tmp_path):
+    manager, path = make(tmp_path, "queue")
+    release = threading.Event()
+
+    def killer(store):
+        release.wait(5)
+        raise Boom("writer dies")
+
+    dying = manager.submit_write(killer)
+    queued = [manager.submit_write(lambda s: None) for _ in range(2000)]  # a long _die
+    release.set()
+    assert isinstance(dying.exception(timeout=10), Boom)
+    for future in queued:
+        future.exception(timeout=10)
+
+    def nested(store):  # needs the new writer's own store, not a wiped one
+        manager.submit_write(
+            lambda inner: inner.execute("INSERT INTO item (name) VALUES ('after')")).result()
+        return "joined"
+
+    assert manager.submit_write(nested).result(timeout=10) == "joined"
+    assert names(path) == ["after"]
+    manager.close()
