@@ -22,10 +22,10 @@ from .errors import (
     WrongThreadError)
 from .manager import StoreManager
 from .shutdown import drain_on_sigterm
-from .uri import SQLiteConfig, parse_uri
+from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 __all__ = [
-    "StoreManager", "SQLiteConfig", "parse_uri",
+    "StoreManager", "SQLiteConfig", "PostgresConfig", "parse_uri",
     "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
     "stats", "close", "default_manager", "drain_on_sigterm",
     "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ManagerClosedError",

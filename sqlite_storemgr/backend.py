@@ -37,7 +37,7 @@ from storm.databases.sqlite import SQLiteConnection as StormSQLiteConnection
 from storm.tracer import _tracers, trace
 from storm.uri import URI
 
-from .errors import DatabaseMovedError, ReadOnlyStoreError
+from .errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError
 from .uri import SQLiteConfig, config_from_storm_uri
 
 __all__ = ["SQLiteDatabase", "SQLiteConnection", "register", "connections_opened",
@@ -151,7 +151,7 @@ class SQLiteConnection(StormSQLiteConnection):
     def begin_write(self) -> None:
         """Open a write transaction now (``BEGIN IMMEDIATE``), waiting for the lock."""
         if self.read_only:
-            raise ReadOnlyStoreError(self._database.read_only_message)
+            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
         self._begin("BEGIN IMMEDIATE")
 
     def begin_read(self) -> None:
@@ -189,10 +189,10 @@ class SQLiteConnection(StormSQLiteConnection):
         """How long SQLite waits for a lock in the next statements."""
         self._execute_raw("PRAGMA busy_timeout = %d" % max(0, int(seconds * 1000)), ())
 
-    def raw_execute(self, statement: str, params: Any = None, _end: bool = False) -> Any:
+    def raw_execute(self, statement: str, params: Any = None) -> Any:
         writes = is_write_statement(statement)
         if writes and self.read_only:
-            raise ReadOnlyStoreError(self._database.read_only_message)
+            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
         if not self._in_transaction and not self.read_only:
             self._begin("BEGIN IMMEDIATE" if writes else "BEGIN")
         if writes:
@@ -284,7 +284,7 @@ class SQLiteConnection(StormSQLiteConnection):
         """Storm's exception type for a DB-API error, with ``busy_phase`` when busy."""
         code = getattr(error, "sqlite_errorcode", None)
         if code == _READONLY_CODE and self.read_only:
-            return ReadOnlyStoreError(self._database.read_only_message)
+            return ReadOnlyStoreError(READ_ONLY_MESSAGE)
         if code == _READONLY_CODE:
             if self._file_moved():  # SQLITE_READONLY_DBMOVED
                 return self._database.moved_error(self._file_path)
@@ -309,8 +309,6 @@ class SQLiteDatabase(Database):
 
     connection_factory = SQLiteConnection
     _exception_module = dbapi
-    read_only_message = (
-        "this store is read-only; write with submit_write(fn) or a write() block")
 
     def __init__(self, uri: URI | SQLiteConfig | str | None = None):
         if isinstance(uri, str):
@@ -319,7 +317,6 @@ class SQLiteDatabase(Database):
         super().__init__(uri if isinstance(uri, URI) else None)
         self.config = config
         self._filename = config.path or ":memory:"
-        self._timeout = config.timeout
         self._wrapper_types: dict[type, type] = {}
         self._memory_keeper = None
         if config.in_memory:

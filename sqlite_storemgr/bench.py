@@ -37,10 +37,9 @@ import pysqlite3.dbapi2 as dbapi
 
 from .errors import ConfigError
 from .manager import StoreManager
-from .uri import PostgresConfig
+from .uri import STRATEGIES, PostgresConfig
 
 PAYLOAD = "x" * 100
-STRATEGIES = ("queue", "single", "mutex", "threadlocal")
 WORKLOADS = ("insert", "rmw", "mixed")
 BASELINES = ("transaction", "storm", "peewee")  # the serial ceiling always runs
 READERS = 4            # reader threads of the mixed workload

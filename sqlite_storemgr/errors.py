@@ -28,6 +28,10 @@ class DatabaseLockedError(OperationalError):
         self.attempts = attempts
 
 
+READ_ONLY_MESSAGE = (
+    "this store is read-only; write with submit_write(fn) or a write() block")
+
+
 class ReadOnlyStoreError(StoreManagerError):
     """A write through a store that is read-only under the configured strategy."""
 

@@ -8,7 +8,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from storm.store import Store
 
@@ -19,6 +19,9 @@ from .strategies import Strategy, create_strategy
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from .zope_transaction import TransactionJoin
 
 _managers: "weakref.WeakSet[StoreManager]" = weakref.WeakSet()
 
@@ -106,7 +109,10 @@ class StoreManager:
 
     def submit_read(self, fn: Callable[..., T], *args: Any, name: str | None = None,
                     **kwargs: Any) -> "Future[T]":
-        """Run ``fn(store, *args, **kwargs)`` in one read snapshot (on the worker under ``single``)."""
+        """Run ``fn(store, *args, **kwargs)`` in one read snapshot.
+
+        Under ``single`` it runs on the worker, inside its next write batch.
+        """
         return self._strategy(name).submit_read(fn, args, kwargs)
 
     def write(self, name: str | None = None, savepoint: bool = False
@@ -123,7 +129,8 @@ class StoreManager:
         """One consistent read snapshot around a ``with`` block."""
         return self._strategy(name).read()
 
-    def join_transaction_manager(self, transaction_manager: Any, name: str | None = None) -> Any:
+    def join_transaction_manager(self, transaction_manager: Any, name: str | None = None
+                                 ) -> "TransactionJoin":
         """Make the stores of ``name`` (default: every database) join ``transaction_manager``.
 
         Every store a thread touches joins that thread's current transaction of

@@ -19,8 +19,8 @@ from storm.databases.postgres import Postgres, PostgresConnection
 from storm.exceptions import ClosedError, DatabaseModuleError, Error
 from storm.uri import URI
 
-from .backend import BUSY_COMMIT, BUSY_TRANSACTION, SQLiteDatabase, is_write_statement
-from .errors import ConfigError, ReadOnlyStoreError
+from .backend import BUSY_COMMIT, BUSY_TRANSACTION, is_write_statement
+from .errors import READ_ONLY_MESSAGE, ConfigError, ReadOnlyStoreError
 from .uri import PostgresConfig
 
 # serialization_failure, deadlock_detected, lock_not_available (lock_timeout)
@@ -69,7 +69,7 @@ class ManagedPostgresConnection(PostgresConnection):
     def begin_write(self) -> None:
         """PostgreSQL opens the transaction at the first statement; nothing to wait for here."""
         if self.read_only:
-            raise ReadOnlyStoreError(self._database.read_only_message)
+            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
         self._wrote = False
 
     def begin_read(self) -> None:
@@ -100,7 +100,7 @@ class ManagedPostgresConnection(PostgresConnection):
     def raw_execute(self, statement: str, params: Any = None) -> Any:
         writes = is_write_statement(statement)
         if writes and self.read_only:
-            raise ReadOnlyStoreError(self._database.read_only_message)
+            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
         if not self.in_transaction:
             self._wrote = False
         try:
@@ -144,7 +144,6 @@ class PostgresDatabase(Postgres):
     """A PostgreSQL database for the manager, from a validated `PostgresConfig`."""
 
     connection_factory = ManagedPostgresConnection
-    read_only_message = SQLiteDatabase.read_only_message
 
     def __init__(self, config: PostgresConfig):
         try:

@@ -47,7 +47,6 @@ class ManagedStore(Store):
         super().__init__(_ReadOnlyConnector(database) if read_only else database)
         self._database = database
         self.name = name
-        self.read_only = read_only
         self.owner = threading.get_ident()
         self.unit_depth = 0
         self.in_unit_body = False  # user code of a unit is running: it must not end the transaction

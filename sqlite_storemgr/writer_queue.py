@@ -2,8 +2,9 @@
 
 Callers enqueue units of work and get a ``concurrent.futures.Future``.  The
 writer takes up to ``batch`` units into one transaction (group commit: one
-fsync serves many callers), runs each inside a savepoint so that a unit that
-raises is undone alone, and resolves the futures only after COMMIT.  A busy
+fsync serves many callers) and resolves the futures only after COMMIT.  A
+unit that raises is undone alone: the batch runs without a savepoint per unit
+until a unit fails, then is rolled back and re-run with one per unit.  A busy
 error from another process rolls the whole batch back and re-runs it under
 the lock policy.  The queue is bounded; ``close()`` drains it.
 
