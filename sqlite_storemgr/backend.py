@@ -144,6 +144,16 @@ class SQLiteConnection(StormSQLiteConnection):
         return self._in_transaction
 
     @property
+    def raw(self) -> Any:
+        """The DB-API connection underneath, for code that shares it (sqlite_storemgr.sqlalchemy)."""
+        return self._raw_connection
+
+    def note_statement(self, statement: str) -> None:
+        """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
+        if is_write_statement(statement):
+            self._wrote = True
+
+    @property
     def has_uncommitted_writes(self) -> bool:
         """True when the open transaction has executed a statement that writes."""
         return self._in_transaction and self._wrote

@@ -74,7 +74,8 @@ class StoreManager:
         if self._closed:
             raise ManagerClosedError("this store manager is closed")
 
-    def _strategy(self, name: str | None) -> Strategy:
+    def strategy(self, name: str | None = None) -> Strategy:
+        """The strategy serving ``name``, for integrations that work below the manager's API."""
         if name is None:
             strategy = self._only
             if strategy is not None and not self._closed:
@@ -98,12 +99,12 @@ class StoreManager:
 
     def get_store(self, name: str | None = None) -> Store:
         """This thread's Store for ``name``, created on first use."""
-        return self._strategy(name).get_store()
+        return self.strategy(name).get_store()
 
     def submit_write(self, fn: Callable[..., T], *args: Any, name: str | None = None,
                      **kwargs: Any) -> "Future[T]":
         """Run ``fn(store, *args, **kwargs)`` in one write transaction; the future resolves after COMMIT."""
-        strategy = self._strategy(name)
+        strategy = self.strategy(name)
         before_write_unit(self, strategy)  # an outer scope (WSGI request, zope) may begin first
         return strategy.submit_write(fn, args, kwargs)
 
@@ -113,7 +114,7 @@ class StoreManager:
 
         Under ``single`` it runs on the worker, inside its next write batch.
         """
-        return self._strategy(name).submit_read(fn, args, kwargs)
+        return self.strategy(name).submit_read(fn, args, kwargs)
 
     def write(self, name: str | None = None, savepoint: bool = False
               ) -> AbstractContextManager[Store]:
@@ -121,13 +122,13 @@ class StoreManager:
 
         Inside a running unit it joins that unit; ``savepoint=True`` lets it fail alone.
         """
-        strategy = self._strategy(name)
+        strategy = self.strategy(name)
         before_write_unit(self, strategy)  # an outer scope (WSGI request, zope) may begin first
         return strategy.write(savepoint)
 
     def read(self, name: str | None = None) -> AbstractContextManager[Store]:
         """One consistent read snapshot around a ``with`` block."""
-        return self._strategy(name).read()
+        return self.strategy(name).read()
 
     def join_transaction_manager(self, transaction_manager: Any, name: str | None = None
                                  ) -> "TransactionJoin":
@@ -142,11 +143,11 @@ class StoreManager:
 
     def retrying(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator applying the lock policy to code that writes through ``get_store``."""
-        return self._strategy(name).retrying()
+        return self.strategy(name).retrying()
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
         """Figures for ``name``: units, batches, queue depth, retries, lock waits."""
-        return self._strategy(name).stats()
+        return self.strategy(name).stats()
 
     def close(self, timeout: float | None = None) -> None:
         """Drain queued writes, close every store; later calls raise ManagerClosedError."""

@@ -63,6 +63,16 @@ class ManagedPostgresConnection(PostgresConnection):
         return raw is not None and not raw.closed and raw.info.transaction_status != _IDLE
 
     @property
+    def raw(self) -> Any:
+        """The DB-API connection underneath, for code that shares it (sqlite_storemgr.sqlalchemy)."""
+        return self._raw_connection
+
+    def note_statement(self, statement: str) -> None:
+        """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
+        if is_write_statement(statement):
+            self._wrote = True
+
+    @property
     def has_uncommitted_writes(self) -> bool:
         return self._wrote and self.in_transaction
 

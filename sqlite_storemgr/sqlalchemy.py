@@ -85,7 +85,7 @@ class SharedConnection:
 
     def __init__(self, store: ManagedStore):
         self.store = store
-        self._raw = store.connection._raw_connection
+        self._raw = store.connection.raw
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         self.store.check_thread()
@@ -106,12 +106,8 @@ class SharedConnection:
 
 def _current_store(strategy: Any) -> ManagedStore:
     """The store the calling thread works through right now (see the module docstring)."""
-    queue = getattr(strategy, "queue", None)
-    if queue is not None and queue._inside_unit():
-        store = queue._store
-        if store is not None:
-            return store
-    return strategy.get_store()
+    store = strategy.writer_unit_store()
+    return store if store is not None else strategy.get_store()
 
 
 def store_of(connection: Any) -> ManagedStore:
@@ -126,7 +122,7 @@ def _before_cursor_execute(conn: Any, cursor: Any, statement: str, parameters: A
                            context: Any, executemany: bool) -> None:
     store = store_of(conn)
     store.check_thread()
-    store._event.emit("register-transaction")  # a zope transaction joins, as for Storm's statements
+    store.emit_register_transaction()  # a zope transaction joins, as for Storm's statements
     connection = store.connection
     writes = is_write_statement(statement)
     if writes and connection.read_only:
@@ -140,8 +136,7 @@ def _before_cursor_execute(conn: Any, cursor: Any, statement: str, parameters: A
             connection.begin_write()
         else:
             connection.begin_read()
-    if writes:
-        connection._wrote = True  # has_uncommitted_writes: the nesting rules see it
+    connection.note_statement(statement)  # has_uncommitted_writes: the nesting rules see it
 
 
 def _after_cursor_execute(conn: Any, cursor: Any, statement: str, parameters: Any,
@@ -157,7 +152,7 @@ def engine_for(manager: Any, name: str | None = None, **engine_options: Any) -> 
     one is configured).  Extra keyword arguments go to ``create_engine`` (e.g.
     ``echo=True``); the pool and the DB-API module cannot be changed.
     """
-    strategy = manager._strategy(name)
+    strategy = manager.strategy(name)
     if not isinstance(strategy.config, SQLiteConfig):
         raise StrategyError(f"engine_for({name!r}) supports SQLite databases only")
     for option in ("poolclass", "pool", "creator", "module", "pool_reset_on_return"):

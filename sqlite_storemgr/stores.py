@@ -65,6 +65,18 @@ class ManagedStore(Store):
                 f"store {self.name!r} belongs to another thread; "
                 f"call get_store({self.name!r}) in this thread to get its own store")
 
+    def hook_register_transaction(self, callback: Any, *data: Any) -> None:
+        """Call ``callback(store, *data)`` on Storm's next ``register-transaction`` event (zope joins so)."""
+        self._event.hook("register-transaction", callback, *data)
+
+    def unhook_register_transaction(self, callback: Any, *data: Any) -> None:
+        """Undo `hook_register_transaction` with the same arguments."""
+        self._event.unhook("register-transaction", callback, *data)
+
+    def emit_register_transaction(self) -> None:
+        """Fire ``register-transaction`` as Storm does before a statement, so a zope transaction joins."""
+        self._event.emit("register-transaction")
+
     def has_uncommitted_changes(self) -> bool:
         return bool(self._dirty) or self._connection.has_uncommitted_writes
 

@@ -25,17 +25,19 @@ from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import ThreadStores
 from .units import (
-    read_block, resolved_future, run_read, run_retrying, run_write_unit, write_block)
+    is_nested, read_block, resolved_future, run_read, run_retrying, run_write_unit, write_block)
 from .uri import SQLiteConfig
 from .writer_queue import WriterQueue
 
 
-_mutex_strategies: "weakref.WeakSet[CallerThreadStrategy]" = weakref.WeakSet()
+_caller_strategies: "weakref.WeakSet[CallerThreadStrategy]" = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for strategy in list(_mutex_strategies):
-        strategy.mutex = threading.Lock()  # another thread may have held it at the fork
+    for strategy in list(_caller_strategies):  # another thread may have held a lock at the fork
+        strategy.count_lock = threading.Lock()
+        if strategy.mutex is not None:
+            strategy.mutex = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -43,6 +45,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 class Strategy:
     """What every strategy offers; the manager dispatches to it by name."""
+
+    runs_on_writer = False  # whether writes go to a writer thread instead of the caller's store
+    stores: ThreadStores  # the per-thread stores, set by each strategy
 
     def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
         self.name = name
@@ -54,6 +59,27 @@ class Strategy:
         # before it closes their stores (closing a connection another thread is using
         # can crash the driver).
         self.gate = UnitGate(name)
+
+    def get_store(self) -> ManagedStore:
+        """The calling thread's store, created on first use."""
+        raise NotImplementedError
+
+    def current_store(self) -> ManagedStore | None:
+        """The calling thread's own store if it has one already; none is created."""
+        return self.stores.current(self.name)
+
+    def writer_unit_store(self) -> ManagedStore | None:
+        """The writer's store while the caller runs inside one of its units, else None."""
+        return None
+
+    def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        """``fn(store, *args, **kwargs)`` in one snapshot of the calling thread's store."""
+        with self.gate.unit():
+            return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
+
+    def read(self) -> AbstractContextManager[ManagedStore]:
+        """One snapshot of the calling thread's store around a ``with`` block."""
+        return self._gated(lambda: read_block(self.get_store()))
 
     @contextmanager
     def _gated(self, block: Callable[[], AbstractContextManager[ManagedStore]]
@@ -80,37 +106,40 @@ class CallerThreadStrategy(Strategy):
         super().__init__(name, config, database)
         self.stores = ThreadStores(lambda store_name: ManagedStore(database, store_name))
         self.mutex = threading.Lock() if config.strategy == "mutex" else None
-        if self.mutex is not None:
-            _mutex_strategies.add(self)
+        # Outermost submit_write units, counted from many threads, hence under a lock.
+        self.count_lock = threading.Lock()
         self.committed = 0
         self.failed = 0
+        _caller_strategies.add(self)
 
     def get_store(self) -> ManagedStore:
         return self.stores.get(self.name)
 
     def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        outermost = True  # a unit joining one under way is counted by that one
+
+        def unit() -> Any:
+            nonlocal outermost
+            store = self.get_store()
+            outermost = not is_nested(store)
+            return run_write_unit(store, self.policy, lambda s: fn(s, *args, **kwargs),
+                                  self.mutex)
+
         with self.gate.unit():
             # get_store() inside the future: a database that cannot be opened fails the
             # future, as under queue, instead of raising from submit_write.
-            future = resolved_future(lambda: run_write_unit(
-                self.get_store(), self.policy, lambda store: fn(store, *args, **kwargs),
-                self.mutex))
-        if future.exception() is None:
-            self.committed += 1
-        else:
-            self.failed += 1
+            future = resolved_future(unit)
+        if outermost:
+            with self.count_lock:
+                if future.exception() is None:
+                    self.committed += 1
+                else:
+                    self.failed += 1
         return future
-
-    def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
-        with self.gate.unit():
-            return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
 
     def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
         return self._gated(lambda: write_block(self.get_store(), self.policy, self.mutex,
                                                savepoint))
-
-    def read(self) -> AbstractContextManager[ManagedStore]:
-        return self._gated(lambda: read_block(self.get_store()))
 
     def retrying(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,8 +152,9 @@ class CallerThreadStrategy(Strategy):
         return decorator
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "units_committed": self.committed,
-                "units_failed": self.failed}
+        with self.count_lock:
+            counts = {"units_committed": self.committed, "units_failed": self.failed}
+        return {**super().stats(), **counts}
 
     def close(self, timeout: float | None = None) -> None:
         self.gate.close(timeout)  # units under way in other threads finish first
@@ -133,6 +163,8 @@ class CallerThreadStrategy(Strategy):
 
 class WriterThreadStrategy(Strategy):
     """``queue`` and ``single``: writes (and for ``single`` reads) go to the writer thread."""
+
+    runs_on_writer = True
 
     def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
         super().__init__(name, config, database)
@@ -152,17 +184,16 @@ class WriterThreadStrategy(Strategy):
     def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         return self.queue.submit(fn, args, kwargs)
 
+    def writer_unit_store(self) -> ManagedStore | None:
+        return self.queue.unit_store()
+
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         if self.reads_on_writer:
             return self.queue.submit(fn, args, kwargs)
-        with self.gate.unit():
-            return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
+        return super().submit_read(fn, args, kwargs)
 
     def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
         return self.queue.lease(savepoint)
-
-    def read(self) -> AbstractContextManager[ManagedStore]:
-        return self._gated(lambda: read_block(self.get_store()))
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), **self.queue.stats()}

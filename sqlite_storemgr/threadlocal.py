@@ -60,6 +60,7 @@ class ThreadStores:
 
     def __init__(self, factory: StoreFactory):
         self._factory = factory
+        self._on_create: tuple[Callable[[ManagedStore], None], ...] = ()  # copied on change
         self._local = threading.local()
         self._holders: "weakref.WeakSet[_Holder]" = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -83,8 +84,24 @@ class ThreadStores:
             holder = self._local.holder = _Holder()
             with self._lock:
                 self._holders.add(holder)
-        store = holder.stores[name] = self._factory(name)
+        store = self._factory(name)
+        for callback in self._on_create:
+            callback(store)
+        holder.stores[name] = store
         return store
+
+    def add_on_create(self, callback: Callable[[ManagedStore], None]) -> None:
+        """Call ``callback(store)`` for every store made from now on, before it is handed out."""
+        with self._lock:
+            self._on_create += (callback,)
+
+    def remove_on_create(self, callback: Callable[[ManagedStore], None]) -> None:
+        """Undo one `add_on_create` of ``callback``; the other callbacks stay (no error if absent)."""
+        with self._lock:
+            callbacks = list(self._on_create)
+            if callback in callbacks:
+                callbacks.remove(callback)
+            self._on_create = tuple(callbacks)
 
     def all_stores(self) -> Iterator[ManagedStore]:
         with self._lock:

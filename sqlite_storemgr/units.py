@@ -166,7 +166,8 @@ def outermost_block(store: ManagedStore, policy: LockPolicy,
             raise
         store.in_unit_body = outer
         policy.for_commit().run(lambda: (store.flush(), store.raise_if_doomed()),
-                                commit=store.commit, rollback=store.rollback)
+                                commit=store.commit, rollback=store.rollback,
+                                started=started)  # one deadline for the whole block
 
 
 @contextmanager

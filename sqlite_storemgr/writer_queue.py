@@ -182,6 +182,10 @@ class WriterQueue:
         caller = threading.get_ident()
         return caller == self._thread_ident or caller == self._lessee
 
+    def unit_store(self) -> ManagedStore | None:
+        """The writer's store if the caller runs inside one of its units (so may use it), else None."""
+        return self._store if self._inside_unit() else None
+
     @contextmanager
     def lease(self, savepoint: bool = False) -> Iterator[ManagedStore]:
         """Borrow the writer's store for one write transaction in the calling thread.

@@ -124,18 +124,13 @@ class RequestScope:
         self.ended = False
 
     def _strategies(self) -> list[Any]:
-        return [self.manager._strategy(name) for name in self.manager.names()
+        return [self.manager.strategy(name) for name in self.manager.names()
                 if self.names is None or name in self.names]
 
     def _thread_stores(self) -> list[Any]:
         """The stores this thread already has for the manager (none is created)."""
-        stores = []
-        for strategy in self._strategies():
-            registry = getattr(strategy, "stores", None)
-            store = registry.current(strategy.name) if registry is not None else None
-            if store is not None:
-                stores.append(store)
-        return stores
+        stores = [strategy.current_store() for strategy in self._strategies()]
+        return [store for store in stores if store is not None]
 
     def begin(self) -> None:
         self._tidy()
@@ -154,9 +149,8 @@ class RequestScope:
             return
         if any(opened is strategy for opened, _, _ in self.opened):
             return
-        queue = getattr(strategy, "queue", None)
-        if queue is not None:
-            if queue._inside_unit():  # already inside a unit of that writer
+        if strategy.runs_on_writer:
+            if strategy.writer_unit_store() is not None:  # already inside a unit of that writer
                 return
         elif is_nested(strategy.get_store()):
             # A transaction is under way on the store: loose writes of this request
@@ -226,10 +220,9 @@ class RequestScope:
         opened = [strategy for strategy, _, _ in self.opened]
         loose = []
         for strategy in self._strategies():
-            if getattr(strategy, "queue", None) is not None or strategy in opened:
+            if strategy.runs_on_writer or strategy in opened:
                 continue
-            registry = getattr(strategy, "stores", None)
-            store = registry.current(strategy.name) if registry is not None else None
+            store = strategy.current_store()
             if store is not None and store.unit_depth == 0 and store.has_uncommitted_changes():
                 loose.append((strategy, store))
         return loose

@@ -84,12 +84,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 __all__ = ["join_transaction_manager", "TransactionJoin", "StoreDataManager"]
 
-_REGISTER = "register-transaction"
-
 
 def _joinable(strategy: Any) -> bool:
-    return (getattr(strategy, "queue", None) is None
-            and isinstance(getattr(strategy, "stores", None), ThreadStores))
+    return not strategy.runs_on_writer
 
 
 def join_transaction_manager(manager: Any, transaction_manager: Any,
@@ -98,7 +95,7 @@ def join_transaction_manager(manager: Any, transaction_manager: Any,
     names = [name] if name is not None else manager.names()
     if not names:
         raise ConfigError("no database is configured; call configure(name, uri) first")
-    strategies = [manager._strategy(each) for each in names]
+    strategies = [manager.strategy(each) for each in names]
     refused = [s for s in strategies if not _joinable(s)]
     if refused:
         described = ", ".join(f"{s.name!r} (strategy={s.config.strategy})" for s in refused)
@@ -118,38 +115,29 @@ class TransactionJoin:
         self.transaction_manager = transaction_manager
         self._strategies = list(strategies)
         self._lock = threading.Lock()
-        self._factories: list[tuple[ThreadStores, Any]] = []
         self._stores: "weakref.WeakSet[ManagedStore]" = weakref.WeakSet()
         self.attached = True
         for strategy in self._strategies:
             registry: ThreadStores = strategy.stores
-            make = registry._factory
-            self._factories.append((registry, make))
-            registry._factory = self._wrap_factory(make)
+            registry.add_on_create(self._store_created)
             for store in registry.all_stores():
                 self._hook(store)
         add_process_hook(self._before_write_unit)
 
-    def _wrap_factory(self, make: Any) -> Any:
-        join = weakref.ref(self)
-
-        def factory(store_name: str) -> ManagedStore:
-            store = make(store_name)
-            this = join()
-            if this is not None and this.attached:
-                this._hook(store)
-            return store
-        return factory
+    def _store_created(self, store: ManagedStore) -> None:
+        """A thread made a new store of a joined database: hook it too."""
+        if self.attached:
+            self._hook(store)
 
     def _hook(self, store: ManagedStore) -> None:
         with self._lock:
             self._stores.add(store)
-        store._event.hook(_REGISTER, _register, weakref.ref(self))
+        store.hook_register_transaction(_register, weakref.ref(self))
 
     def _before_write_unit(self, manager: Any, strategy: Any) -> None:
         """A ``write()``/``submit_write`` is about to start: join first, so that it joins us."""
         if manager is self.manager and strategy in self._strategies:
-            strategy.get_store()._event.emit(_REGISTER)
+            strategy.get_store().emit_register_transaction()
 
     def detach(self) -> None:
         """Stop joining new transactions (stores already joined finish theirs)."""
@@ -157,12 +145,12 @@ class TransactionJoin:
             return
         self.attached = False
         remove_process_hook(self._before_write_unit)
-        for registry, make in self._factories:
-            registry._factory = make
+        for strategy in self._strategies:
+            strategy.stores.remove_on_create(self._store_created)
         with self._lock:
             stores = list(self._stores)
         for store in stores:
-            store._event.unhook(_REGISTER, _register, weakref.ref(self))
+            store.unhook_register_transaction(_register, weakref.ref(self))
 
 
 def _register(store: ManagedStore, join_ref: "weakref.ref[TransactionJoin]") -> Any:
@@ -209,7 +197,7 @@ class StoreDataManager:
         self._joined = False
         self._store.unit_depth -= 1
         if self._join.attached:
-            self._store._event.hook(_REGISTER, _register, weakref.ref(self._join))
+            self._store.hook_register_transaction(_register, weakref.ref(self._join))
 
     def abort(self, txn: Any) -> None:
         try:

@@ -443,7 +443,55 @@ def test_write_block_when_commit_is_refused(make_manager, on_locked):
     assert not manager.get_store("main").connection.in_transaction
 
 
+@pytest.mark.timeout(20)
+def test_a_write_block_has_one_deadline_through_its_commit(make_manager):
+    manager, path = make_manager(on_locked="retry", timeout=0.5, journal_mode="delete")
+    reader = _shared_reader(path)
+    # Released after the block's deadline, but within a deadline restarted at COMMIT.
+    releaser = threading.Timer(0.9, reader.execute, ("ROLLBACK",))
+    releaser.start()
+    try:
+        with pytest.raises(DatabaseLockedError):
+            with manager.write("main") as store:
+                store.connection.set_busy_timeout(0)
+                store.execute("INSERT INTO item (name) VALUES ('late')")
+                time.sleep(0.6)  # the block uses up its timeout before COMMIT
+    finally:
+        releaser.join()
+        reader.close()
+    assert names(path) == []
+    assert not manager.get_store("main").connection.in_transaction
+
+
 # --------------------------------------------------------------------------- units of work
+
+
+@pytest.mark.timeout(20)
+def test_stats_count_outermost_units_only_and_from_every_thread(make_manager):
+    manager, path = make_manager()  # the schema unit: one committed
+
+    def outer(store):
+        store.execute("INSERT INTO item (name) VALUES ('outer')")
+        inner = manager.submit_write(insert("inner"))  # joins the outer unit
+        assert inner.result() == "inner"
+
+    assert manager.submit_write(outer).exception() is None
+
+    def fails(store):
+        raise ValueError("fails")
+
+    def worker():
+        for _ in range(50):
+            manager.submit_write(fails)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = manager.stats("main")
+    assert (stats["units_committed"], stats["units_failed"]) == (2, 400)
+    assert names(path) == ["inner", "outer"]
 
 
 @pytest.mark.timeout(20)

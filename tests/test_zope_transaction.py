@@ -316,6 +316,42 @@ def test_detach_stops_joining(setup):
 
 
 @pytest.mark.timeout(20)
+def test_detaching_the_first_of_two_joins_keeps_the_second_joining_new_stores(tmp_path):
+    path = tmp_path / "two_joins.db"
+    manager = StoreManager()
+    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=3")
+    manager.submit_write(lambda store: store.execute(
+        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    first_tm = transaction.TransactionManager(explicit=True)
+    second_tm = transaction.TransactionManager(explicit=True)
+    first = manager.join_transaction_manager(first_tm)
+    second = manager.join_transaction_manager(second_tm)
+    seen = {}
+
+    def in_a_new_thread():  # its store is made after the first join was detached
+        try:
+            second_tm.begin()
+            manager.get_store("main").execute("INSERT INTO item (name) VALUES ('second')")
+            seen["before commit"] = committed(path)
+            second_tm.commit()
+            seen["after commit"] = committed(path)
+        except Exception as error:  # reported below, in the test's thread
+            seen["error"] = error
+
+    try:
+        first.detach()
+        thread = threading.Thread(target=in_a_new_thread)
+        thread.start()
+        thread.join(10)
+        assert "error" not in seen, seen.get("error")
+        assert seen["before commit"] == []  # joined the second transaction: not committed yet
+        assert seen["after commit"] == ["second"]
+    finally:
+        second.detach()
+        manager.close()
+
+
+@pytest.mark.timeout(20)
 def test_after_detach_units_commit_on_their_own(tmp_path):
     path = tmp_path / "detached.db"
     manager = StoreManager()
