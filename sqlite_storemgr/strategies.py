@@ -14,6 +14,7 @@ import functools
 import os
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator
@@ -43,7 +44,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Strategy:
+class Strategy(ABC):
     """What every strategy offers; the manager dispatches to it by name."""
 
     runs_on_writer = False  # whether writes go to a writer thread instead of the caller's store
@@ -60,9 +61,21 @@ class Strategy:
         # can crash the driver).
         self.gate = UnitGate(name)
 
+    @abstractmethod
     def get_store(self) -> ManagedStore:
         """The calling thread's store, created on first use."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        """``fn(store, *args, **kwargs)`` as one write unit; the future resolves after COMMIT."""
+
+    @abstractmethod
+    def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
+        """One write transaction around a ``with`` block."""
+
+    @abstractmethod
+    def close(self, timeout: float | None = None) -> None:
+        """Drain, wait for units under way, close the stores."""
 
     def current_store(self) -> ManagedStore | None:
         """The calling thread's own store if it has one already; none is created."""
