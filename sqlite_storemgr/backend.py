@@ -123,11 +123,41 @@ class _FetchedCursor:
         self._rows = []
 
 
-class SQLiteConnection(StormSQLiteConnection):
+class WriteTracking:
+    """What the manager needs of any backend's connection: read-only refusal, write tracking.
+
+    Mixed into the SQLite and the PostgreSQL connection; each sets ``read_only``,
+    ``_wrote`` and ``in_transaction``.
+    """
+
+    read_only = False
+    _wrote = False
+    _raw_connection: Any
+
+    @property
+    def raw(self) -> Any:
+        """The DB-API connection underneath, for code that shares it (sqlite_storemgr.sqlalchemy)."""
+        return self._raw_connection
+
+    def note_statement(self, statement: str) -> None:
+        """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
+        if is_write_statement(statement):
+            self._wrote = True
+
+    @property
+    def has_uncommitted_writes(self) -> bool:
+        """True when the open transaction has executed a statement that writes."""
+        return self._wrote and self.in_transaction
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
+
+
+class SQLiteConnection(WriteTracking, StormSQLiteConnection):
     """A Storm connection that owns its transactions and classifies busy errors."""
 
     _in_transaction = False
-    _wrote = False
     _reopen_pending = False
 
     def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
@@ -143,25 +173,9 @@ class SQLiteConnection(StormSQLiteConnection):
     def in_transaction(self) -> bool:
         return self._in_transaction
 
-    @property
-    def raw(self) -> Any:
-        """The DB-API connection underneath, for code that shares it (sqlite_storemgr.sqlalchemy)."""
-        return self._raw_connection
-
-    def note_statement(self, statement: str) -> None:
-        """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
-        if is_write_statement(statement):
-            self._wrote = True
-
-    @property
-    def has_uncommitted_writes(self) -> bool:
-        """True when the open transaction has executed a statement that writes."""
-        return self._in_transaction and self._wrote
-
     def begin_write(self) -> None:
         """Open a write transaction now (``BEGIN IMMEDIATE``), waiting for the lock."""
-        if self.read_only:
-            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
+        self.check_writable()
         self._begin("BEGIN IMMEDIATE")
 
     def begin_read(self) -> None:
@@ -201,8 +215,8 @@ class SQLiteConnection(StormSQLiteConnection):
 
     def raw_execute(self, statement: str, params: Any = None) -> Any:
         writes = is_write_statement(statement)
-        if writes and self.read_only:
-            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
+        if writes:
+            self.check_writable()
         if not self._in_transaction and not self.read_only:
             self._begin("BEGIN IMMEDIATE" if writes else "BEGIN")
         if writes:

@@ -19,8 +19,8 @@ from storm.databases.postgres import Postgres, PostgresConnection
 from storm.exceptions import ClosedError, DatabaseModuleError, Error
 from storm.uri import URI
 
-from .backend import BUSY_COMMIT, BUSY_TRANSACTION, is_write_statement
-from .errors import READ_ONLY_MESSAGE, ConfigError, ReadOnlyStoreError
+from .backend import BUSY_COMMIT, BUSY_TRANSACTION, WriteTracking, is_write_statement
+from .errors import ConfigError
 from .uri import PostgresConfig
 
 # serialization_failure, deadlock_detected, lock_not_available (lock_timeout)
@@ -28,10 +28,8 @@ LOCKED_CODES = ("40001", "40P01", "55P03")
 _IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 
-class ManagedPostgresConnection(PostgresConnection):
+class ManagedPostgresConnection(WriteTracking, PostgresConnection):
     """A Storm PostgreSQL connection that classifies "locked" errors and knows read-only mode."""
-
-    _wrote = False
 
     def __init__(self, database: "PostgresDatabase", event: Any = None, read_only: bool = False):
         self.read_only = read_only
@@ -62,24 +60,9 @@ class ManagedPostgresConnection(PostgresConnection):
         raw = self._raw_connection
         return raw is not None and not raw.closed and raw.info.transaction_status != _IDLE
 
-    @property
-    def raw(self) -> Any:
-        """The DB-API connection underneath, for code that shares it (sqlite_storemgr.sqlalchemy)."""
-        return self._raw_connection
-
-    def note_statement(self, statement: str) -> None:
-        """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
-        if is_write_statement(statement):
-            self._wrote = True
-
-    @property
-    def has_uncommitted_writes(self) -> bool:
-        return self._wrote and self.in_transaction
-
     def begin_write(self) -> None:
         """PostgreSQL opens the transaction at the first statement; nothing to wait for here."""
-        if self.read_only:
-            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
+        self.check_writable()
         self._wrote = False
 
     def begin_read(self) -> None:
@@ -109,8 +92,8 @@ class ManagedPostgresConnection(PostgresConnection):
 
     def raw_execute(self, statement: str, params: Any = None) -> Any:
         writes = is_write_statement(statement)
-        if writes and self.read_only:
-            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
+        if writes:
+            self.check_writable()
         if not self.in_transaction:
             self._wrote = False
         try:
