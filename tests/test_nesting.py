@@ -4,22 +4,12 @@ The rules of DESIGN.md "Transactions and snapshots", under every strategy.
 """
 
 import pytest
-from storm.locals import Int, Unicode
 
 import pysqlite3.dbapi2 as dbapi
 from sqlite_storemgr import StoreManager, TransactionDoomedError
+from _items import Boom, Item, insert
 
 STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
-
-
-class Item:
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    name = Unicode()
-
-
-class Boom(Exception):
-    pass
 
 
 @pytest.fixture(params=STRATEGIES)
@@ -40,13 +30,6 @@ def committed(path):
         return [row[0] for row in connection.execute("SELECT name FROM item ORDER BY id")]
     finally:
         connection.close()
-
-
-def insert(name):
-    def unit(store):
-        store.execute("INSERT INTO item (name) VALUES (?)", (name,))
-        return name
-    return unit
 
 
 def failing(name):

@@ -7,25 +7,15 @@ import threading
 import pysqlite3.dbapi2 as dbapi
 import pytest
 import sqlalchemy as sa
-from storm.locals import Int, Unicode
 
 from sqlite_storemgr import ReadOnlyStoreError, StoreManager, StrategyError
 from sqlite_storemgr.sqlalchemy import SharedConnection, engine_for, store_of
-
-
-class Item:
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    name = Unicode()
+from _items import Boom, Item
 
 
 metadata = sa.MetaData()
 item_table = sa.Table("item", metadata, sa.Column("id", sa.Integer, primary_key=True),
                       sa.Column("name", sa.String))
-
-
-class Boom(Exception):
-    pass
 
 
 def committed(path):

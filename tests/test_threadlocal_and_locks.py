@@ -22,6 +22,7 @@ from sqlite_storemgr import (
     ConfigError, DatabaseLockedError, ManagerClosedError, StoreManager,
     WrongThreadError)
 from sqlite_storemgr import backend
+from _items import insert
 
 STRATEGIES = ["mutex", "threadlocal"]
 
@@ -51,13 +52,6 @@ def counter_value(path):
         return connection.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
     finally:
         connection.close()
-
-
-def insert(name):
-    def fn(store):
-        store.execute("INSERT INTO item (name) VALUES (?)", (name,))
-        return name
-    return fn
 
 
 def create_schema(store):

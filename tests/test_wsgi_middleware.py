@@ -18,24 +18,14 @@ from urllib.parse import parse_qs
 
 import pysqlite3.dbapi2 as dbapi
 import pytest
-from storm.locals import Int, Unicode
 from waitress.server import create_server
 
 from sqlite_storemgr import (
     DatabaseLockedError, StoreManager, TransactionControlError, TransactionDoomedError)
 from sqlite_storemgr.wsgi import TransactionMiddleware
+from _items import Boom, Item, insert
 
 STRATEGIES = ["mutex", "threadlocal", "queue", "single"]
-
-
-class Item:
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    name = Unicode()
-
-
-class Boom(Exception):
-    pass
 
 
 def committed(path):
@@ -45,13 +35,6 @@ def committed(path):
         return sorted(row[0] for row in connection.execute("SELECT name FROM item"))
     finally:
         connection.close()
-
-
-def insert(name):
-    def unit(store):
-        store.execute("INSERT INTO item (name) VALUES (?)", (name,))
-        return name
-    return unit
 
 
 def failing_unit(store):

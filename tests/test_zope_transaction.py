@@ -7,22 +7,12 @@ import threading
 import pysqlite3.dbapi2 as dbapi
 import pytest
 import transaction
-from storm.locals import Int, Unicode
 from transaction.interfaces import DoomedTransaction, IDataManager
 from zope.interface import implementer
 
 from sqlite_storemgr import (
     StoreManager, StrategyError, TransactionDoomedError)
-
-
-class Item:
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    name = Unicode()
-
-
-class Boom(Exception):
-    pass
+from _items import Boom, Item
 
 
 class VoteRefused(Exception):
