@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import DatabaseLockedError
+from .futures import UnitFuture
 from .retry import LockPolicy
 from .stores import ManagedStore
 
@@ -26,7 +27,7 @@ T = TypeVar("T")
 
 def resolved_future(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
     """A future already holding ``fn(*args, **kwargs)``'s result or exception."""
-    future: Future = Future()
+    future: Future = UnitFuture()
     future.set_running_or_notify_cancel()
     try:
         future.set_result(fn(*args, **kwargs))

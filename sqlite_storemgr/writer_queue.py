@@ -31,6 +31,7 @@ from storm.exceptions import DisconnectionError
 from .backend import busy_phase
 from .errors import (
     DatabaseLockedError, ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError)
+from .futures import UnitFuture
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import close_store
@@ -141,7 +142,7 @@ class WriterQueue:
         """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full."""
         if self._inside_unit():
             return resolved_future(run_joined, self._store, fn, args, kwargs)
-        future: Future = Future()
+        future: Future = UnitFuture()
         unit = _Unit(fn, args, kwargs or {}, future)
         with self._lock:
             self._check_open()

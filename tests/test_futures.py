@@ -1,0 +1,180 @@
+"""UnitFuture behaves as a concurrent.futures.Future for every consumer of one."""
+
+import asyncio
+import concurrent.futures as cf
+import threading
+import time
+
+import pytest
+
+from sqlite_storemgr.futures import UnitFuture
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _resolve_later(future, value=None, error=None, delay=0.05):
+    def resolve():
+        time.sleep(delay)
+        assert future.set_running_or_notify_cancel()
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    thread = threading.Thread(target=resolve)
+    thread.start()
+    return thread
+
+
+def test_is_a_future_with_the_same_states():
+    future = UnitFuture()
+    assert isinstance(future, cf.Future)
+    assert not future.done() and not future.running() and not future.cancelled()
+    assert "pending" in repr(future)
+    assert future.set_running_or_notify_cancel()
+    assert future.running() and not future.cancel()
+    future.set_result(41)
+    assert future.done() and not future.running()
+    assert future.result() == 41 and future.exception() is None
+    assert "finished" in repr(future)
+
+
+def test_result_waits_for_another_thread():
+    future = UnitFuture()
+    thread = _resolve_later(future, value="v")
+    assert future.result(timeout=5) == "v"
+    thread.join()
+
+
+def test_exception_is_raised_by_result_and_returned_by_exception():
+    future = UnitFuture()
+    thread = _resolve_later(future, error=KeyError("k"))
+    with pytest.raises(KeyError, match="k"):
+        future.result(timeout=5)
+    assert isinstance(future.exception(), KeyError)
+    thread.join()
+
+
+def test_timeouts_raise_timeout_error():
+    future = UnitFuture()
+    began = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        future.result(timeout=0.05)
+    with pytest.raises(cf.TimeoutError):
+        future.exception(timeout=0)
+    with pytest.raises(cf.TimeoutError):
+        future.result(timeout=-1)
+    assert time.monotonic() - began < 2
+
+
+def test_cancel_before_running():
+    future = UnitFuture()
+    calls = []
+    future.add_done_callback(calls.append)
+    assert future.cancel() and future.cancel()
+    assert future.cancelled() and future.done()
+    assert calls == [future]
+    assert not future.set_running_or_notify_cancel()
+    with pytest.raises(cf.CancelledError):
+        future.result()
+    with pytest.raises(cf.CancelledError):
+        future.exception()
+
+
+def test_cancel_wakes_a_waiting_thread():
+    future = UnitFuture()
+    outcome = []
+
+    def wait():
+        try:
+            future.result(timeout=5)
+        except cf.CancelledError:
+            outcome.append("cancelled")
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.05)
+    assert future.cancel()
+    thread.join()
+    assert outcome == ["cancelled"]
+
+
+def test_resolving_twice_is_refused():
+    future = UnitFuture()
+    future.set_running_or_notify_cancel()
+    future.set_result(1)
+    with pytest.raises(cf.InvalidStateError):
+        future.set_result(2)
+    with pytest.raises(cf.InvalidStateError):
+        future.set_exception(ValueError())
+    with pytest.raises(RuntimeError):
+        future.set_running_or_notify_cancel()
+    assert future.result() == 1
+
+
+def test_done_callbacks_run_once_before_and_after_completion():
+    future = UnitFuture()
+    calls = []
+    future.add_done_callback(lambda f: calls.append(("early", f.result())))
+    thread = _resolve_later(future, value=7)
+    thread.join()
+    future.add_done_callback(lambda f: calls.append(("late", f.result())))
+    assert calls == [("early", 7), ("late", 7)]
+
+
+def test_many_threads_wait_on_one_future():
+    future = UnitFuture()
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(future.result(timeout=5)))
+               for _ in range(8)]
+    for waiter in waiters:
+        waiter.start()
+    _resolve_later(future, value="all").join()
+    for waiter in waiters:
+        waiter.join()
+    assert results == ["all"] * 8
+
+
+def test_wait_and_as_completed():
+    futures = [UnitFuture() for _ in range(4)]
+    threads = [_resolve_later(f, value=i, delay=0.02 * (i + 1)) for i, f in enumerate(futures)]
+    done, pending = cf.wait(futures, timeout=5, return_when=cf.FIRST_COMPLETED)
+    assert done and len(done) + len(pending) == 4
+    assert sorted(f.result() for f in cf.as_completed(futures, timeout=5)) == [0, 1, 2, 3]
+    done, pending = cf.wait(futures, timeout=5)
+    assert len(done) == 4 and not pending
+    for thread in threads:
+        thread.join()
+
+
+def test_first_exception_in_wait():
+    futures = [UnitFuture(), UnitFuture()]
+    thread = _resolve_later(futures[0], error=ValueError("boom"))
+    done, pending = cf.wait(futures, timeout=5, return_when=cf.FIRST_EXCEPTION)
+    assert done == {futures[0]} and pending == {futures[1]}
+    thread.join()
+
+
+def test_wait_races_with_completion_without_losing_a_wakeup():
+    """Resolve while other threads enter wait()/as_completed(): none of them may hang."""
+    for round_ in range(300):
+        future = UnitFuture()
+        seen = []
+        watchers = [
+            threading.Thread(target=lambda: seen.append(cf.wait([future], timeout=5)[0])),
+            threading.Thread(target=lambda: seen.append(set(cf.as_completed([future], timeout=5)))),
+        ]
+        for watcher in watchers:
+            watcher.start()
+        future.set_running_or_notify_cancel()
+        future.set_result(round_)
+        for watcher in watchers:
+            watcher.join()
+        assert seen == [{future}, {future}], round_
+
+
+def test_asyncio_can_await_it():
+    future = UnitFuture()
+
+    async def main():
+        _resolve_later(future, value="async")
+        return await asyncio.wrap_future(future)
+    assert asyncio.run(main()) == "async"
