@@ -214,13 +214,14 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         self._execute_raw("PRAGMA busy_timeout = %d" % max(0, int(seconds * 1000)), ())
 
     def raw_execute(self, statement: str, params: Any = None) -> Any:
-        writes = is_write_statement(statement)
-        if writes:
-            self.check_writable()
-        if not self._in_transaction and not self.read_only:
-            self._begin("BEGIN IMMEDIATE" if writes else "BEGIN")
-        if writes:
-            self._wrote = True
+        if not (self._wrote and self._in_transaction):  # else already a writing transaction
+            writes = is_write_statement(statement)
+            if writes:
+                self.check_writable()
+            if not self._in_transaction and not self.read_only:
+                self._begin("BEGIN IMMEDIATE" if writes else "BEGIN")
+            if writes:
+                self._wrote = True
         args = tuple(self.to_database(params)) if params else ()
         if not _tracers:
             cursor = self._execute_raw(statement, args)

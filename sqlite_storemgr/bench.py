@@ -12,7 +12,9 @@ Workloads (T threads, each unit one ~100-byte row):
   p99 they measured before the writers started.  Baselines have no readers.
 
 Baselines: the serial ceiling (raw pysqlite3, one thread, ``BEGIN IMMEDIATE;
-INSERT; COMMIT`` per unit), the single-transaction upper bound, Storm as-is
+INSERT; COMMIT`` per unit), the single-transaction upper bound, the thread
+handoff bound (the same threads handing empty units to one worker thread: what
+any writer thread costs before it runs any SQL), Storm as-is
 (a Store per thread on Storm's stock SQLite backend), and peewee's
 ``SqliteQueueDatabase`` when peewee is installed.  Ratios are against the
 serial ceiling of the same run, never absolute.  Given a PostgreSQL database,
@@ -29,6 +31,8 @@ import os
 import tempfile
 import threading
 import time
+from _thread import allocate_lock
+from collections import deque
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -41,7 +45,7 @@ from .uri import STRATEGIES, PostgresConfig
 
 PAYLOAD = "x" * 100
 WORKLOADS = ("insert", "rmw", "mixed")
-BASELINES = ("transaction", "storm", "peewee")  # the serial ceiling always runs
+BASELINES = ("transaction", "handoff", "storm", "peewee")  # the serial ceiling always runs
 READERS = 4            # reader threads of the mixed workload
 IDLE_READS = 200       # reads each reader times before the writers start
 READ_PAUSE = 0.001     # seconds a reader pauses between reads
@@ -287,6 +291,54 @@ def serial_ceiling(target: Target, units: int, max_seconds: float = math.inf) ->
                   latencies=latencies, stopped_early=len(latencies) < units)
 
 
+def handoff_bound(threads: int, units: int, max_seconds: float = math.inf) -> Result:
+    """Threads hand empty units to one worker thread and wait for each: no SQL at all.
+
+    The least any writer-thread design pays per unit in this interpreter: a
+    queue append, a wake-up of the worker, a wake-up of the caller, each a
+    pass of the GIL.  No such design can beat it, so where it is below the
+    serial ceiling (a fast commit, as at ``synchronous=normal``) so is every
+    writer thread, ours and peewee's.
+    """
+    pending: deque = deque()
+    wake = threading.Condition()
+    state = {"idle": False, "stopping": False}
+
+    def worker() -> None:
+        while True:
+            with wake:
+                while not pending and not state["stopping"]:
+                    state["idle"] = True
+                    wake.wait()
+                if not pending:
+                    return
+                batch = list(pending)
+                pending.clear()
+            for done in batch:
+                done.release()
+
+    def unit() -> None:
+        done = allocate_lock()
+        done.acquire()
+        with wake:
+            pending.append(done)
+            if state["idle"]:
+                state["idle"] = False
+                wake.notify()
+        done.acquire()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        return _threaded("thread handoff, no SQL (bound)", threads, units, unit,
+                         max_seconds=max_seconds)
+    finally:
+        with wake:
+            state["stopping"] = True
+            wake.notify()
+        thread.join()
+
+
 def single_transaction(target: Target, units: int) -> Result:
     with closing(target.connect()) as connection:
         cursor = connection.cursor()
@@ -399,6 +451,8 @@ def run(threads: int = 16, units: int = 10000, workload: str = "insert",
         ("serial ceiling", lambda target: serial_ceiling(target, units, max_seconds))]
     if "transaction" in baselines:
         steps.append(("one transaction", lambda target: single_transaction(target, units)))
+    if "handoff" in baselines:
+        steps.append(("thread handoff", lambda target: handoff_bound(threads, units, max_seconds)))
     steps += [(f"sqlite_storemgr {strategy}",
                lambda target, strategy=strategy: strategy_run(target, strategy, *threaded))
               for strategy in strategies]

@@ -9,6 +9,11 @@ that is released once the future is done.  The Condition that
 `concurrent.futures.wait`, `as_completed` and the rarely used methods expect
 is built on demand over the same guard lock, so every path still excludes
 every other.
+
+`finish_in_turn` resolves a committed batch at once but wakes its blocked
+callers one after another, each woken caller waking the next: woken all at
+once, a dozen threads would fight over the GIL while the writer still holds
+it, and on two cores that costs more than the whole batch's SQL.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from _thread import allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError
 from concurrent.futures._base import (
     CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING)
-from typing import Any
+from typing import Any, Iterable
 
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
@@ -29,7 +34,10 @@ class UnitFuture(Future):
     def __init__(self) -> None:  # deliberately not Future.__init__: it builds a Condition
         self._guard = allocate_lock()
         self._ended = allocate_lock()
-        self._ended.acquire()  # released once, when the future finishes or is cancelled
+        self._ended.acquire()  # released once (then `_woken`), after the future has ended
+        self._woken = False
+        self._sleepers = 0  # threads blocked in result()/exception(), counted under the guard
+        self._next: UnitFuture | None = None  # whose waiters to wake after ours (finish_in_turn)
         self._cond: threading.Condition | None = None
         self._state = PENDING
         self._result = None
@@ -60,11 +68,14 @@ class UnitFuture(Future):
 
     def set_result(self, result: Any) -> None:
         self._finish(result, None, failed=False)
+        _wake_in_turn(self)
 
     def set_exception(self, exception: BaseException | None) -> None:
         self._finish(None, exception, failed=True)
+        _wake_in_turn(self)
 
     def _finish(self, result: Any, exception: BaseException | None, failed: bool) -> None:
+        """End the future and run its callbacks; its blocked waiters are woken separately."""
         with self._guard:
             ended = self._state in _ENDED
             if not ended:
@@ -76,7 +87,6 @@ class UnitFuture(Future):
                 self._end()
         if ended:  # raised outside the guard: repr() takes it
             raise InvalidStateError(f"{self._state}: {self!r}")
-        self._ended.release()
         self._invoke_callbacks()
 
     def cancel(self) -> bool:
@@ -87,7 +97,7 @@ class UnitFuture(Future):
                 return True
             self._state = CANCELLED
             self._end()
-        self._ended.release()
+        _wake_in_turn(self)
         self._invoke_callbacks()
         return True
 
@@ -101,16 +111,33 @@ class UnitFuture(Future):
         return self._state in _ENDED
 
     def _wait(self, timeout: float | None) -> None:
-        """Block until done, or raise TimeoutError after ``timeout`` seconds."""
-        if self._state in _ENDED:
-            return
+        """Block until done, or raise TimeoutError after ``timeout`` seconds.
+
+        A waiter counted as a sleeper is relied on to wake the next future's
+        waiters once it is woken, so it does so however it leaves.
+        """
+        with self._guard:
+            if self._state in _ENDED:
+                return
+            self._sleepers += 1
         ended = self._ended
-        if not ended.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+        woke = False
+        try:
+            woke = ended.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+            if woke:
+                ended.release()  # let every other waiter through too
+        finally:
+            with self._guard:
+                self._sleepers -= 1
+                handed = self._woken  # the chain stopped at us, counting on a sleeper
+            if handed and self._next is not None:
+                _wake_in_turn(self._next)
+        if not woke:
             raise TimeoutError()
-        ended.release()  # let every other waiter through too
 
     def result(self, timeout: float | None = None) -> Any:
-        self._wait(timeout)
+        if self._state not in _ENDED:
+            self._wait(timeout)
         if self._state != FINISHED:
             raise CancelledError()
         if self._exception is not None:
@@ -121,7 +148,42 @@ class UnitFuture(Future):
         return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait(timeout)
+        if self._state not in _ENDED:
+            self._wait(timeout)
         if self._state != FINISHED:
             raise CancelledError()
         return self._exception
+
+
+def _wake_in_turn(future: UnitFuture | None) -> None:
+    """Wake the waiters of ``future`` and of those after it, up to one that has a blocked thread.
+
+    That thread, once running, wakes the rest (`UnitFuture._wait`).  Whoever
+    marks a future woken is the one who carries on past it, so every future
+    is woken exactly once and none is left behind.
+    """
+    while future is not None:
+        with future._guard:
+            if future._woken:
+                return
+            future._woken = True
+            sleeping = future._sleepers > 0
+        future._ended.release()
+        if sleeping:
+            return
+        future = future._next
+
+
+def finish_in_turn(outcomes: Iterable[tuple[UnitFuture, bool, Any]]) -> None:
+    """Resolve futures with ``(future, succeeded, result or exception)``, waking their waiters in turn."""
+    futures = []
+    for future, succeeded, value in outcomes:
+        if succeeded:
+            future._finish(value, None, failed=False)
+        else:
+            future._finish(None, value, failed=True)
+        if futures:
+            futures[-1]._next = future
+        futures.append(future)
+    if futures:
+        _wake_in_turn(futures[0])

@@ -31,7 +31,7 @@ from storm.exceptions import DisconnectionError
 from .backend import busy_phase
 from .errors import (
     DatabaseLockedError, ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError)
-from .futures import UnitFuture
+from .futures import UnitFuture, finish_in_turn
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import close_store
@@ -152,6 +152,7 @@ class WriterQueue:
                 self._start_writer()
             self._items.append(unit)
             if self._writer_waiting and len(self._items) >= self._wanted:
+                self._writer_waiting = False  # one wake-up is enough: the others skip notify()
                 self._not_empty.notify()
         return future
 
@@ -353,13 +354,10 @@ class WriterQueue:
         self.batched_units += len(units)
         if len(units) > self.largest_batch:
             self.largest_batch = len(units)
-        for unit, succeeded, value in outcomes:
-            if succeeded:
-                self.committed += 1
-                unit.future.set_result(value)
-            else:
-                self.failed += 1
-                unit.future.set_exception(value)
+        failed = sum(1 for _, succeeded, _ in outcomes if not succeeded)
+        self.committed += len(outcomes) - failed
+        self.failed += failed
+        finish_in_turn((unit.future, succeeded, value) for unit, succeeded, value in outcomes)
 
     def _fail_expired(self, units: list[_Unit], error: DatabaseLockedError) -> list[_Unit]:
         """Fail the units whose own deadline passed; return the others (``retry`` only)."""

@@ -85,6 +85,8 @@ def test_bench_insert_json_has_the_ceiling_every_strategy_and_the_baselines():
         assert result["lost_updates"] is None and result["read_p99_ms"] is None
     assert "one transaction (upper bound)" in results
     assert "Storm as-is (Store per thread)" in results
+    handoff = results["thread handoff, no SQL (bound)"]
+    assert handoff["units"] == 300 and handoff["failed"] == 0 and handoff["per_second"] > 0
 
 
 @pytest.mark.timeout(120)

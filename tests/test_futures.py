@@ -2,12 +2,13 @@
 
 import asyncio
 import concurrent.futures as cf
+import random
 import threading
 import time
 
 import pytest
 
-from sqlite_storemgr.futures import UnitFuture
+from sqlite_storemgr.futures import UnitFuture, finish_in_turn
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -178,3 +179,78 @@ def test_asyncio_can_await_it():
         _resolve_later(future, value="async")
         return await asyncio.wrap_future(future)
     assert asyncio.run(main()) == "async"
+
+
+def _running(count):
+    futures = [UnitFuture() for _ in range(count)]
+    for future in futures:
+        assert future.set_running_or_notify_cancel()
+    return futures
+
+
+def _block_on(future, into, timeout=None):
+    def wait():
+        try:
+            into.append(("ok", future.result(timeout=timeout)))
+        except cf.TimeoutError:
+            into.append(("timeout", None))
+        except Exception as error:  # noqa: BLE001 - the test looks at what was raised
+            into.append(("error", error))
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread
+
+
+def _until_blocked(futures, sleepers):
+    deadline = time.monotonic() + 5
+    while sum(f._sleepers for f in futures) < sleepers:
+        assert time.monotonic() < deadline, "waiters never blocked"
+        time.sleep(0.001)
+
+
+def test_finish_in_turn_wakes_every_waiter_even_behind_futures_nobody_waits_for():
+    futures = _running(6)
+    seen = []
+    threads = [_block_on(futures[i], seen) for i in (1, 2, 2, 5)]  # 0, 3, 4: no waiter
+    _until_blocked(futures, 4)
+    outcomes = [(f, i != 2, i if i != 2 else ValueError(str(i))) for i, f in enumerate(futures)]
+    finish_in_turn(outcomes)
+    for thread in threads:
+        thread.join(5)
+    assert sorted(str(value) for _, value in seen) == ["1", "2", "2", "5"]
+    assert [kind for kind, _ in seen].count("error") == 2
+    assert all(f.done() and f._woken for f in futures)
+    assert futures[0].result() == 0 and isinstance(futures[2].exception(), ValueError)
+
+
+def test_a_waiter_that_timed_out_does_not_break_the_chain():
+    futures = _running(3)
+    seen = []
+    gone = _block_on(futures[1], seen, timeout=0.01)
+    gone.join(5)
+    later = _block_on(futures[2], seen)
+    _until_blocked(futures, 1)
+    finish_in_turn([(f, True, i) for i, f in enumerate(futures)])
+    later.join(5)
+    assert seen == [("timeout", None), ("ok", 2)]
+
+
+def test_finish_in_turn_under_racing_waiters():
+    """Waiters arrive, time out and leave while batches are resolved: none is left asleep."""
+    rng = random.Random(7)
+    for round_ in range(60):
+        futures = _running(rng.randint(1, 12))
+        seen = []
+        threads = []
+        for future in futures:
+            for _ in range(rng.choice((0, 1, 1, 2))):
+                timeout = rng.choice((None, None, 0.0005, 0.002))
+                threads.append((timeout, _block_on(future, seen, timeout)))
+        time.sleep(rng.choice((0, 0.0005, 0.002)))
+        finish_in_turn([(f, True, i) for i, f in enumerate(futures)])
+        for timeout, thread in threads:
+            thread.join(5)
+            assert not thread.is_alive(), f"round {round_}: a waiter never woke"
+        untimed = sum(1 for timeout, _ in threads if timeout is None)
+        assert sum(1 for kind, _ in seen if kind == "ok") >= untimed, round_
+        assert all(f._woken for f in futures)
