@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pysqlite3.dbapi2 as dbapi
 import pytest
@@ -280,6 +281,58 @@ def test_group_commit_from_16_threads_batches_units(managers, tmp_path):
     assert stats["mean_batch"] == pytest.approx(
         (stats["units_committed"] + stats["units_failed"]) / stats["batches"])
     assert stats["largest_batch"] <= 16
+
+
+@pytest.mark.timeout(30)
+def test_callers_woken_in_turn_are_not_held_up_by_units_nobody_waits_for(managers, tmp_path):
+    """A batch's callers are woken one after another; futures no one waits on are skipped.
+
+    Unawaited units, units awaited from another thread, and awaits with short
+    timeouts all share batches with 8 callers that wait: each caller gets every
+    answer promptly, and every unit commits once.
+    """
+    path = tmp_path / "turns.db"
+    mgr = managers(f"sqlite:{path}?strategy=queue")
+    mgr.submit_write(create_tables).result(timeout=10)
+    unawaited = [mgr.submit_write(insert_entry, 100000 + n) for n in range(2000)]
+    handed_over: list = []
+    slowest: list[float] = []
+
+    def caller(index: int) -> None:
+        worst = 0.0
+        for step in range(150):
+            future = mgr.submit_write(insert_entry, index * 1000 + step)
+            if step % 3 == 0:
+                handed_over.append(future)  # the watcher thread waits on these
+                continue
+            if step % 5 == 0:
+                try:
+                    future.result(timeout=0.0001)
+                except FutureTimeout:
+                    pass
+            began = time.monotonic()
+            assert future.result(timeout=10) == index * 1000 + step
+            worst = max(worst, time.monotonic() - began)
+        slowest.append(worst)
+
+    def watcher() -> None:
+        deadline = time.monotonic() + 20
+        seen = 0
+        while seen < 8 * 50 and time.monotonic() < deadline:
+            while seen < len(handed_over):
+                handed_over[seen].result(timeout=10)
+                seen += 1
+            time.sleep(0.001)
+
+    watching = threading.Thread(target=watcher)
+    watching.start()
+    run_threads(caller, 8)
+    watching.join(30)
+    assert not watching.is_alive()
+    assert all(f.result(timeout=10) == 100000 + n for n, f in enumerate(unawaited))
+    assert max(slowest) < 5, slowest
+    assert len(entry_ids(path)) == 2000 + 8 * 150
+    assert mgr.stats(NAME)["units_committed"] == 1 + 2000 + 8 * 150
 
 
 # -- readers while the writer works -------------------------------------------
