@@ -50,6 +50,7 @@ READERS = 4            # reader threads of the mixed workload
 IDLE_READS = 200       # reads each reader times before the writers start
 READ_PAUSE = 0.001     # seconds a reader pauses between reads
 DEFAULT_MAX_SECONDS = 10.0  # per threaded setup
+WARM_WAL_PAGES = 1100  # past SQLite's default autocheckpoint of 1000 pages
 Progress = Callable[[str, int, int], None]  # (label of the setup starting, done, total)
 ITEM, COUNTER = "storemgr_bench_item", "storemgr_bench_counter"
 
@@ -100,19 +101,39 @@ def _ms(values: list[float], fraction: float) -> float:
 
 
 class SQLiteTarget:
-    """A fresh SQLite file per setup, in WAL mode at the chosen ``synchronous``."""
+    """A fresh SQLite file per setup, in WAL mode at the chosen ``synchronous``, its WAL warm.
+
+    In a database in use, commits overwrite a WAL file that a checkpoint has
+    reset; in a fresh one every commit grows the file, and each fsync then
+    also writes file-system metadata.  So that a setup of a few thousand
+    units measures the steady state, as a long run would, every setup's WAL
+    is first grown past the autocheckpoint size and checkpointed, and a
+    connection held open until `close` (idle: it keeps no snapshot) stops
+    SQLite from deleting the file in between.
+    """
 
     begin = "BEGIN IMMEDIATE"
 
     def __init__(self, path: str, synchronous: str):
         self.path = path
         self.synchronous = synchronous
-        with closing(self.connect()) as connection:
-            connection.execute("PRAGMA journal_mode = wal")
-            for statement in (f"CREATE TABLE {ITEM} (id INTEGER PRIMARY KEY, payload TEXT)",
-                              f"CREATE TABLE {COUNTER} (id INTEGER PRIMARY KEY, n INTEGER)",
-                              f"INSERT INTO {COUNTER} VALUES (1, 0)"):
-                connection.execute(statement)
+        self._keeper = keeper = self.connect()
+        keeper.execute("PRAGMA journal_mode = wal").fetchall()
+        for statement in (f"CREATE TABLE {ITEM} (id INTEGER PRIMARY KEY, payload TEXT)",
+                          f"CREATE TABLE {COUNTER} (id INTEGER PRIMARY KEY, n INTEGER)",
+                          f"INSERT INTO {COUNTER} VALUES (1, 0)",
+                          "CREATE TABLE storemgr_bench_warmup (filler BLOB)",
+                          "BEGIN",
+                          "INSERT INTO storemgr_bench_warmup WITH RECURSIVE n(i) AS "
+                          f"(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {WARM_WAL_PAGES}) "
+                          "SELECT zeroblob(4000) FROM n",
+                          "COMMIT",
+                          "DROP TABLE storemgr_bench_warmup",
+                          "PRAGMA wal_checkpoint(PASSIVE)"):
+            keeper.execute(statement).fetchall()
+
+    def close(self) -> None:
+        self._keeper.close()
 
     def connect(self) -> Any:
         connection = dbapi.connect(self.path, isolation_level=None)
@@ -160,6 +181,9 @@ class PostgresTarget:
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def close(self) -> None:
+        """Nothing is held between setups."""
 
     def manager_uri(self, strategy: str) -> str:
         separator = "&" if "?" in self.config.storm_uri else "?"
@@ -466,7 +490,10 @@ def run(threads: int = 16, units: int = 10000, workload: str = "insert",
             progress(label, index, len(steps))
             target = (PostgresTarget(postgres) if postgres is not None else
                       SQLiteTarget(os.path.join(tmp, f"{index}.db"), synchronous))
-            result = step(target)
+            try:
+                result = step(target)
+            finally:
+                target.close()
             if result is not None:
                 results.append(result)
         progress("done", len(steps), len(steps))
