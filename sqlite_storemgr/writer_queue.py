@@ -45,11 +45,32 @@ _abandoned_after_fork: list = []
 
 
 def _refuse_storm_object(value: Any) -> None:
-    """A Storm object bound to the writer's store must not reach another thread."""
-    if hasattr(type(value), "__storm_table__"):
-        raise StoreManagerError(
-            f"the unit returned {type(value).__name__} object bound to the writer's store, "
-            "which no other thread may use; return plain values (e.g. its id) instead")
+    """A Storm object bound to the writer's store must not reach another thread.
+
+    The result is searched through lists, tuples, sets and dicts (keys and
+    values), nested to any depth, since ``return [store.get(...)]`` leaks as
+    surely as returning the object itself.
+    """
+    pending = [value]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if hasattr(kind, "__storm_table__"):
+            raise StoreManagerError(
+                f"the unit returned {kind.__name__} object bound to the writer's store "
+                f"(in {type(value).__name__} result), which no other thread may use; "
+                "return plain values (e.g. its id) instead")
+        if kind in _CONTAINERS and id(item) not in seen:  # every one is alive in value
+            seen.add(id(item))
+            if kind is dict:
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            else:
+                pending.extend(item)
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
 class _Unit:

@@ -199,13 +199,19 @@ def test_a_unit_returning_a_storm_object_of_the_writer_fails_and_commits_nothing
         def fetch_and_return(store):
             return store.get(Item, 11)
 
-        for unit in (add_and_return, fetch_and_return):
+        def nest_and_return(store):
+            return {"found": [(1, {store.get(Item, 11): "deep"})]}
+
+        for unit in (add_and_return, fetch_and_return, nest_and_return):
             if unit is fetch_and_return:
                 mgr.submit_write(insert, 11, "stored").result(timeout=10)
             error = mgr.submit_write(unit).exception(timeout=10)
             assert isinstance(error, StoreManagerError), repr(error)
             assert "Item" in str(error) and "writer" in str(error)
             assert "plain values" in str(error)
+        cyclic: list = [1, "two", (3.0, None)]
+        cyclic.append(cyclic)
+        assert mgr.submit_write(lambda store: cyclic).result(timeout=10) is cyclic
         assert names(path) == ["stored"]  # the added object was rolled back with its unit
         # The writer's cache forgot it too, and the writer goes on.
         assert mgr.submit_write(lambda store: store.get(Item, 10)).result(timeout=10) is None
