@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import re
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -34,6 +35,7 @@ import storm.exceptions as storm_errors
 from storm.exceptions import ClosedError
 from storm.database import Database, register_scheme
 from storm.databases.sqlite import SQLiteConnection as StormSQLiteConnection
+from storm.databases.sqlite import SQLiteResult
 from storm.tracer import _tracers, trace
 from storm.uri import URI
 
@@ -154,16 +156,38 @@ class WriteTracking:
             raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
 
 
+class _GuardedResult(SQLiteResult):
+    """Storm's result, closing its cursor under the connection's use lock."""
+
+    def close(self) -> None:
+        connection = self._connection
+        with connection._use:
+            if connection._closed:  # closed from another thread: SQLite freed the statement
+                self._closed = True
+                self._raw_cursor = None
+            else:
+                super().close()
+
+
 class SQLiteConnection(WriteTracking, StormSQLiteConnection):
-    """A Storm connection that owns its transactions and classifies busy errors."""
+    """A Storm connection that owns its transactions and classifies busy errors.
+
+    Every call into pysqlite3 runs under ``_use``: pysqlite3 lets go of the GIL
+    inside SQLite, and a ``close()`` from another thread (the manager's, at
+    shutdown) in that window frees what the call still uses and crashes the
+    process.  With the lock, such a close waits for the call to return, and
+    the owner's next call gets `ClosedError`.
+    """
 
     _in_transaction = False
     _reopen_pending = False
+    result_factory = _GuardedResult
 
     def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
         self.read_only = read_only
         self._database = database
         self._event = event
+        self._use = threading.RLock()
         self._raw_connection = database.raw_connect(read_only=read_only)
         # The file as SQLite resolved it at open (a relative path: from the cwd of now).
         self._file_path = database.absolute_path()
@@ -207,7 +231,8 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
 
     def data_version(self) -> int:
         """SQLite's counter that changes when another connection commits."""
-        return self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
+        with self._use:
+            return self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long SQLite waits for a lock in the next statements."""
@@ -223,24 +248,35 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
             if writes:
                 self._wrote = True
         args = tuple(self.to_database(params)) if params else ()
-        if not _tracers:
-            cursor = self._execute_raw(statement, args)
-        else:
-            cursor = self._traced_execute(statement, params, args)
-        if self.read_only and not self._in_transaction:
-            return _FetchedCursor(cursor)
+        with self._use:
+            if not _tracers:
+                cursor = self._execute_raw(statement, args)
+            else:
+                cursor = self._traced_execute(statement, params, args)
+            if self.read_only and not self._in_transaction:
+                return _FetchedCursor(cursor)
         return cursor
+
+    def _live_raw(self) -> Any:
+        """The pysqlite3 connection (call under ``_use``); ClosedError once it was closed."""
+        raw = self._raw_connection
+        if raw is None or self._closed:
+            raise ClosedError(
+                f"{self._database.config.describe()}: this store's connection was closed "
+                "(the store manager was closed, or the store itself)")
+        return raw
 
     def _execute_raw(self, statement: str, args: tuple) -> Any:
-        cursor = self._raw_connection.cursor()
-        try:
-            cursor.execute(statement, args)
-        except dbapi.Error as error:
-            raise self._translate(error, statement) from None
-        return cursor
+        with self._use:
+            cursor = self._live_raw().cursor()
+            try:
+                cursor.execute(statement, args)
+            except dbapi.Error as error:
+                raise self._translate(error, statement) from None
+            return cursor
 
     def _traced_execute(self, statement: str, params: Any, args: tuple) -> Any:
-        cursor = self._raw_connection.cursor()
+        cursor = self._live_raw().cursor()
         trace("connection_raw_execute", self, cursor, statement, params or ())
         try:
             cursor.execute(statement, args)
@@ -277,33 +313,42 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
 
     def rollback(self, xid: Any = None) -> None:
         try:
-            if self._in_transaction and self._raw_connection is not None:
-                self._in_transaction = False
-                self._wrote = False
-                if self._raw_connection.in_transaction:
-                    self._execute_raw("ROLLBACK", ())
+            with self._use:
+                if self._in_transaction and self._raw_connection is not None:
+                    self._in_transaction = False
+                    self._wrote = False
+                    if self._raw_connection.in_transaction:
+                        self._execute_raw("ROLLBACK", ())
         finally:
             trace("connection_rollback", self, xid)
 
+    def close(self) -> None:
+        """Close now, or as soon as a call another thread has under way returns."""
+        with self._use:
+            super().close()
+
     def _reopen(self) -> None:
         """Open the file again: one found read-only at open stays so for the connection."""
-        if self._raw_connection is None:
-            return
-        try:
-            fresh = self._database.raw_connect(read_only=self.read_only)
-        except Exception:  # noqa: BLE001 - still not writable: keep the old, try next time
-            return
-        self._reopen_pending = False
-        old, self._raw_connection = self._raw_connection, fresh
-        self._file_identity = self._database.file_identity(self._file_path)
-        old.close()
+        with self._use:
+            if self._raw_connection is None:
+                return
+            try:
+                fresh = self._database.raw_connect(read_only=self.read_only)
+            except Exception:  # noqa: BLE001 - still not writable: keep the old, try next time
+                return
+            self._reopen_pending = False
+            old, self._raw_connection = self._raw_connection, fresh
+            self._file_identity = self._database.file_identity(self._file_path)
+            old.close()
 
     def _check_disconnect(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("extra_disconnection_errors", None)
-        try:
-            return function(*args, **kwargs)
-        except dbapi.Error as error:
-            raise self._translate(error, "") from None
+        with self._use:
+            self._live_raw()  # a closed connection's cursors fail with ClosedError too
+            try:
+                return function(*args, **kwargs)
+            except dbapi.Error as error:
+                raise self._translate(error, "") from None
 
     def _translate(self, error: dbapi.Error, statement: str) -> Exception:
         """Storm's exception type for a DB-API error, with ``busy_phase`` when busy."""

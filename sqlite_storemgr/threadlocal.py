@@ -32,11 +32,18 @@ def _close_stores(stores: dict[str, ManagedStore]) -> None:
 
 
 def close_store(store: ManagedStore) -> None:
-    """Roll back and close a store, from any thread; errors on the way are moot."""
-    try:
-        store.rollback()
-    except Exception:
-        pass
+    """Close a store from any thread; errors on the way are moot.
+
+    Its own thread rolls back first, Storm's cache with it.  Another thread
+    (a manager's close()) leaves the store's Python state alone, since the
+    owner may be using it, and only closes the connection, which rolls back
+    in SQLite and waits for a call under way (see the backend's ``_use``).
+    """
+    if store.owner == threading.get_ident():
+        try:
+            store.rollback()
+        except Exception:
+            pass
     try:
         store.close()
     except Exception:

@@ -1,6 +1,11 @@
 """Edges found in review: close() racing a thread's own commit, close() inside a write()
-block, statements that only look like reads or writes, a writer restarted mid-death."""
+block, close() while other threads read through their stores, statements that only look
+like reads or writes, a writer restarted mid-death."""
 
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pysqlite3.dbapi2 as dbapi
@@ -49,6 +54,63 @@ def test_close_inside_a_write_block_does_not_hang(tmp_path, strategy):
         store.execute("INSERT INTO item (name) VALUES ('in block')")
         manager.close()  # the writer waits for this block: close() must not wait for it
     assert names(path) == ["in block"]
+
+
+CLOSE_DURING_READS = textwrap.dedent("""
+    import json, sys, threading, time
+    from sqlite_storemgr import StoreManager
+    path, strategy = sys.argv[1], sys.argv[2]
+    kinds, reads = set(), 0
+    for _ in range(15):
+        manager = StoreManager()
+        manager.configure("main", f"sqlite:{path}?strategy={strategy}")
+        manager.submit_write(lambda store: store.execute(
+            "CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+        manager.submit_write(lambda store: store.execute(
+            "INSERT INTO item (name) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+            "SELECT i + 1 FROM n WHERE i < 500) SELECT 'x' FROM n")).result()
+        stop = threading.Event()
+
+        def reader():
+            global reads
+            while not stop.is_set():
+                try:  # a slow query: close() lands while SQLite works without the GIL
+                    manager.get_store("main").execute(
+                        "SELECT count(*) FROM item a, item b WHERE a.id < 80").get_one()
+                    reads += 1
+                except Exception as error:
+                    kinds.add(type(error).__name__)
+                    time.sleep(0.001)
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.02)
+        manager.close()
+        time.sleep(0.005)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    print(json.dumps({"kinds": sorted(kinds), "reads": reads}))
+""")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy", ["queue", "threadlocal", "mutex"])
+def test_close_while_other_threads_read_through_their_stores(tmp_path, strategy):
+    """close() closes other threads' connections while they run queries on them.
+
+    pysqlite3 lets go of the GIL inside SQLite; a connection closed in that
+    window used to crash the interpreter (SIGSEGV), so the race runs in a child.
+    Readers must instead get a clear error once their store is closed.
+    """
+    child = subprocess.run(
+        [sys.executable, "-c", CLOSE_DURING_READS, str(tmp_path / "race.db"), strategy],
+        capture_output=True, text=True, timeout=50)
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    report = json.loads(child.stdout)
+    assert report["reads"] > 0
+    assert set(report["kinds"]) <= {"ClosedError", "ManagerClosedError"}, report
 
 
 @pytest.mark.parametrize("statement, writes", [
