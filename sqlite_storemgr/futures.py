@@ -4,8 +4,8 @@ Every write unit has a future, and under the writer queue the cost of handing
 a result back to the waiting thread bounds throughput.  The stock Future builds
 a `threading.Condition` (an RLock and a Python-level waiter list) for each
 instance and waits through it.  `UnitFuture` keeps the same state machine but
-guards it with a bare lock and lets `result()` block on a second bare lock
-that is released once the future is done.  The Condition that
+guards it with a bare lock, and a thread blocked in `result()` sleeps on a bare
+lock of its own that is released once the future is done.  The Condition that
 `concurrent.futures.wait`, `as_completed` and the rarely used methods expect
 is built on demand over the same guard lock, so every path still excludes
 every other.
@@ -13,7 +13,11 @@ every other.
 `finish_in_turn` resolves a committed batch at once but wakes its blocked
 callers one after another, each woken caller waking the next: woken all at
 once, a dozen threads would fight over the GIL while the writer still holds
-it, and on two cores that costs more than the whole batch's SQL.
+it, and on two cores that costs more than the whole batch's SQL.  Only threads
+other than the main thread relay the wake-up: the main thread alone can be
+interrupted (a signal handler raising KeyboardInterrupt), so the chain never
+depends on it.  Done-callbacks run after the wake-ups, so a callback that
+raises cannot strand a waiter.
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ class UnitFuture(Future):
 
     def __init__(self) -> None:  # deliberately not Future.__init__: it builds a Condition
         self._guard = allocate_lock()
-        self._ended = allocate_lock()
-        self._ended.acquire()  # released once (then `_woken`), after the future has ended
-        self._woken = False
-        self._sleepers = 0  # threads blocked in result()/exception(), counted under the guard
+        self._woken = False  # set, under the guard, by the one who wakes the sleepers
+        # (lock, relays) of each thread blocked in result()/exception(), under the guard.
+        self._sleeping: list[tuple[Any, bool]] = []
         self._next: UnitFuture | None = None  # whose waiters to wake after ours (finish_in_turn)
         self._cond: threading.Condition | None = None
         self._state = PENDING
@@ -69,13 +72,15 @@ class UnitFuture(Future):
     def set_result(self, result: Any) -> None:
         self._finish(result, None, failed=False)
         _wake_in_turn(self)
+        self._invoke_callbacks()
 
     def set_exception(self, exception: BaseException | None) -> None:
         self._finish(None, exception, failed=True)
         _wake_in_turn(self)
+        self._invoke_callbacks()
 
     def _finish(self, result: Any, exception: BaseException | None, failed: bool) -> None:
-        """End the future and run its callbacks; its blocked waiters are woken separately."""
+        """End the future (its waiters are woken and its callbacks run separately)."""
         with self._guard:
             ended = self._state in _ENDED
             if not ended:
@@ -87,7 +92,6 @@ class UnitFuture(Future):
                 self._end()
         if ended:  # raised outside the guard: repr() takes it
             raise InvalidStateError(f"{self._state}: {self!r}")
-        self._invoke_callbacks()
 
     def cancel(self) -> bool:
         with self._guard:
@@ -113,26 +117,26 @@ class UnitFuture(Future):
     def _wait(self, timeout: float | None) -> None:
         """Block until done, or raise TimeoutError after ``timeout`` seconds.
 
-        A waiter counted as a sleeper is relied on to wake the next future's
-        waiters once it is woken, so it does so however it leaves.
+        A relaying sleeper (not the main thread) is relied on to wake the next
+        future's waiters once it is woken, so it does so however it leaves.
         """
+        relays = threading.current_thread() is not threading.main_thread()
         with self._guard:
             if self._state in _ENDED:
                 return
-            self._sleepers += 1
-        ended = self._ended
-        woke = False
+            sleeper = (allocate_lock(), relays)
+            sleeper[0].acquire()
+            self._sleeping.append(sleeper)
         try:
-            woke = ended.acquire(timeout=-1 if timeout is None else max(timeout, 0))
-            if woke:
-                ended.release()  # let every other waiter through too
+            sleeper[0].acquire(timeout=-1 if timeout is None else max(timeout, 0))
         finally:
             with self._guard:
-                self._sleepers -= 1
-                handed = self._woken  # the chain stopped at us, counting on a sleeper
-            if handed and self._next is not None:
+                woken = self._woken
+                if not woken:  # timed out (or interrupted): no one is to count on us
+                    self._sleeping.remove(sleeper)
+            if woken and relays and self._next is not None:
                 _wake_in_turn(self._next)
-        if not woke:
+        if self._state not in _ENDED:
             raise TimeoutError()
 
     def result(self, timeout: float | None = None) -> Any:
@@ -156,34 +160,48 @@ class UnitFuture(Future):
 
 
 def _wake_in_turn(future: UnitFuture | None) -> None:
-    """Wake the waiters of ``future`` and of those after it, up to one that has a blocked thread.
+    """Wake the sleepers of ``future`` and of those after it, up to one with a relaying sleeper.
 
-    That thread, once running, wakes the rest (`UnitFuture._wait`).  Whoever
-    marks a future woken is the one who carries on past it, so every future
-    is woken exactly once and none is left behind.
+    That sleeper, once running, wakes the rest (`UnitFuture._wait`).  Whoever
+    marks a future woken releases its sleepers and sees to the futures after
+    it, so every sleeper is released exactly once and none is left behind.
     """
     while future is not None:
         with future._guard:
             if future._woken:
                 return
             future._woken = True
-            sleeping = future._sleepers > 0
-        future._ended.release()
-        if sleeping:
+            sleeping, future._sleeping = future._sleeping, []
+        for lock, _ in sleeping:
+            lock.release()
+        if any(relays for _, relays in sleeping):
             return
         future = future._next
 
 
 def finish_in_turn(outcomes: Iterable[tuple[UnitFuture, bool, Any]]) -> None:
-    """Resolve futures with ``(future, succeeded, result or exception)``, waking their waiters in turn."""
-    futures = []
+    """Resolve futures with ``(future, succeeded, result or exception)``, waking their waiters in turn.
+
+    Every future that can be resolved is, and woken, before any callback runs
+    or a refusal (`InvalidStateError`, a future already resolved) is raised.
+    """
+    finished: list[UnitFuture] = []
+    refused: InvalidStateError | None = None
     for future, succeeded, value in outcomes:
-        if succeeded:
-            future._finish(value, None, failed=False)
-        else:
-            future._finish(None, value, failed=True)
-        if futures:
-            futures[-1]._next = future
-        futures.append(future)
-    if futures:
-        _wake_in_turn(futures[0])
+        try:
+            if succeeded:
+                future._finish(value, None, failed=False)
+            else:
+                future._finish(None, value, failed=True)
+        except InvalidStateError as error:
+            refused = refused or error
+            continue
+        if finished:
+            finished[-1]._next = future
+        finished.append(future)
+    if finished:
+        _wake_in_turn(finished[0])
+    for future in finished:
+        future._invoke_callbacks()
+    if refused is not None:
+        raise refused

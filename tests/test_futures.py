@@ -203,7 +203,7 @@ def _block_on(future, into, timeout=None):
 
 def _until_blocked(futures, sleepers):
     deadline = time.monotonic() + 5
-    while sum(f._sleepers for f in futures) < sleepers:
+    while sum(len(f._sleeping) for f in futures) < sleepers:
         assert time.monotonic() < deadline, "waiters never blocked"
         time.sleep(0.001)
 
@@ -254,3 +254,73 @@ def test_finish_in_turn_under_racing_waiters():
         untimed = sum(1 for timeout, _ in threads if timeout is None)
         assert sum(1 for kind, _ in seen if kind == "ok") >= untimed, round_
         assert all(f._woken for f in futures)
+
+
+def test_a_waiter_whose_timeout_runs_out_as_the_future_ends_gets_the_result():
+    future = _running(1)[0]
+    seen = []
+    thread = _block_on(future, seen, timeout=0.2)
+    _until_blocked([future], 1)
+    future._finish("late", None, failed=False)  # ended, its sleepers not woken yet
+    thread.join(5)
+    assert seen == [("ok", "late")]
+
+
+def test_slow_done_callbacks_do_not_delay_the_waiters():
+    first, second = _running(2)
+    second.add_done_callback(lambda _: time.sleep(0.6))
+    seen = []
+    thread = _block_on(first, seen, timeout=0.3)
+    _until_blocked([first], 1)
+    finish_in_turn([(first, True, "A"), (second, True, "B")])
+    thread.join(5)
+    assert seen == [("ok", "A")]
+
+
+class _Stop(BaseException):
+    pass
+
+
+def test_a_callback_raising_a_base_exception_strands_no_waiter():
+    futures = _running(3)
+
+    def stop(_):
+        raise _Stop()
+    futures[1].add_done_callback(stop)
+    seen = []
+    threads = [_block_on(future, seen) for future in futures]
+    _until_blocked(futures, 3)
+    with pytest.raises(_Stop):
+        finish_in_turn([(f, True, i) for i, f in enumerate(futures)])
+    for thread in threads:
+        thread.join(5)
+    assert sorted(value for _, value in seen) == [0, 1, 2]
+
+
+def test_finish_in_turn_resolves_the_others_when_one_was_already_resolved():
+    early, first, last = _running(3)
+    early.set_result("early")
+    seen = []
+    threads = [_block_on(f, seen) for f in (first, last)]
+    _until_blocked([first, last], 2)
+    with pytest.raises(cf.InvalidStateError):
+        finish_in_turn([(first, True, 1), (early, True, 2), (last, True, 3)])
+    for thread in threads:
+        thread.join(5)
+    assert sorted(value for _, value in seen) == [1, 3] and early.result() == "early"
+
+
+def test_the_main_thread_never_carries_the_wake_up_chain():
+    """Only the main thread can be interrupted by a signal, so the chain goes on without it."""
+    head, follower = _running(2)
+    checked = []
+
+    def resolve():
+        _until_blocked([head], 1)
+        finish_in_turn([(head, True, "head"), (follower, True, "follower")])
+        checked.append(follower._woken)  # woken by the resolver itself, not by main
+    thread = threading.Thread(target=resolve)
+    thread.start()
+    assert head.result(timeout=5) == "head"
+    thread.join(5)
+    assert checked == [True]
