@@ -169,6 +169,58 @@ class _GuardedResult(SQLiteResult):
                 super().close()
 
 
+class SharedCursor:
+    """A DB-API cursor on a store's connection for code beside Storm (SQLAlchemy).
+
+    Each call runs under the connection's use lock, as Storm's own do, so a
+    ``close()`` from another thread cannot pull the connection from under it.
+    """
+
+    def __init__(self, connection: "SQLiteConnection"):
+        self._connection = connection
+        with connection._use:
+            self._cursor = connection._live_raw().cursor()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        with self._connection._use:
+            self._connection._live_raw()
+            return getattr(self._cursor, method)(*args)
+
+    def execute(self, *args: Any) -> "SharedCursor":
+        self._call("execute", *args)
+        return self
+
+    def executemany(self, *args: Any) -> "SharedCursor":
+        self._call("executemany", *args)
+        return self
+
+    def fetchone(self) -> Any:
+        return self._call("fetchone")
+
+    def fetchmany(self, *args: Any) -> list:
+        return self._call("fetchmany", *args)
+
+    def fetchall(self) -> list:
+        return self._call("fetchall")
+
+    def close(self) -> None:
+        with self._connection._use:
+            if not self._connection._closed:  # else SQLite has already freed the statement
+                self._cursor.close()
+
+    def __iter__(self) -> "SharedCursor":
+        return self
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def __getattr__(self, name: str) -> Any:  # description, rowcount, lastrowid, arraysize
+        return getattr(self._cursor, name)
+
+
 class SQLiteConnection(WriteTracking, StormSQLiteConnection):
     """A Storm connection that owns its transactions and classifies busy errors.
 
@@ -261,10 +313,22 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         """The pysqlite3 connection (call under ``_use``); ClosedError once it was closed."""
         raw = self._raw_connection
         if raw is None or self._closed:
-            raise ClosedError(
-                f"{self._database.config.describe()}: this store's connection was closed "
-                "(the store manager was closed, or the store itself)")
+            raise self._closed_error()
         return raw
+
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(
+            f"{self._database.config.describe()}: this store's connection was closed "
+            "(the store manager was closed, or the store itself)")
+
+    def execute(self, statement: Any, params: Any = None, noresult: bool = False) -> Any:
+        if self._closed:  # Storm's own check would not name the file
+            raise self._closed_error()
+        return super().execute(statement, params, noresult)
+
+    def shared_cursor(self) -> SharedCursor:
+        """A cursor for code beside Storm on this connection, guarded like Storm's calls."""
+        return SharedCursor(self)
 
     def _execute_raw(self, statement: str, args: tuple) -> Any:
         with self._use:

@@ -24,7 +24,8 @@ How it is built:
   checkout, so nothing is pooled: each ``engine.connect()`` gets the store
   connection of the thread that calls it.
 - The creator returns `SharedConnection`, a DB-API connection that hands out
-  the store's raw pysqlite3 cursors, and whose ``commit()``, ``rollback()`` and
+  cursors on the store's pysqlite3 connection (each call guarded as Storm's
+  are, so the manager's ``close()`` from another thread waits for it), and whose ``commit()``, ``rollback()`` and
   ``close()`` do nothing: SQLAlchemy's transaction calls (``engine.begin()``,
   ``conn.commit()``, the rollback when a connection is closed) never end the
   store's transaction.  The store's unit decides: a ``write()`` block commits
@@ -85,11 +86,11 @@ class SharedConnection:
 
     def __init__(self, store: ManagedStore):
         self.store = store
-        self._raw = store.connection.raw
 
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+    def cursor(self) -> Any:
+        """The store connection's `SharedCursor`: a close() from another thread waits for it."""
         self.store.check_thread()
-        return self._raw.cursor(*args, **kwargs)
+        return self.store.connection.shared_cursor()
 
     def commit(self) -> None:
         """Nothing: the store's unit commits."""
@@ -101,7 +102,7 @@ class SharedConnection:
         """Nothing: the connection is the store's."""
 
     def __getattr__(self, name: str) -> Any:  # create_function, isolation_level, ...
-        return getattr(self._raw, name)
+        return getattr(self.store.connection.raw, name)
 
 
 def _current_store(strategy: Any) -> ManagedStore:
@@ -159,8 +160,8 @@ def engine_for(manager: Any, name: str | None = None, **engine_options: Any) -> 
         if option in engine_options:
             raise TypeError(f"engine_for() sets {option} itself")
 
-    def creator() -> SharedConnection:
-        return SharedConnection(_current_store(strategy))
+    def creator() -> SharedConnection:  # the manager's strategy again: refused once it closed
+        return SharedConnection(_current_store(manager.strategy(name)))
 
     engine = create_engine(
         "sqlite+pysqlite://", module=dbapi, creator=creator, poolclass=NullPool,

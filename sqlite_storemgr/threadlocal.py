@@ -121,10 +121,12 @@ class ThreadStores:
 
         A store still inside a unit (its thread outlived close()'s wait) is left
         to its thread: closing it under the unit could crash the driver, and
-        its thread's exit closes it.
+        its thread's exit closes it.  This thread's own stores go first: one of
+        them may hold the write lock another thread's statement is waiting for.
         """
+        mine = getattr(self._local, "holder", None)
         with self._lock:
-            holders = list(self._holders)
+            holders = sorted(self._holders, key=lambda holder: holder is not mine)
         for holder in holders:
             for store_name, store in list(holder.stores.items()):
                 if not store.unit_depth:

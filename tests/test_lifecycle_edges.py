@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pysqlite3.dbapi2 as dbapi
 import pytest
@@ -59,8 +60,9 @@ def test_close_inside_a_write_block_does_not_hang(tmp_path, strategy):
 CLOSE_DURING_READS = textwrap.dedent("""
     import json, sys, threading, time
     from sqlite_storemgr import StoreManager
-    path, strategy = sys.argv[1], sys.argv[2]
+    path, strategy, via = sys.argv[1], sys.argv[2], sys.argv[3]
     kinds, reads = set(), 0
+    QUERY = "SELECT count(*) FROM item a, item b WHERE a.id < 80"
     for _ in range(15):
         manager = StoreManager()
         manager.configure("main", f"sqlite:{path}?strategy={strategy}")
@@ -70,13 +72,23 @@ CLOSE_DURING_READS = textwrap.dedent("""
             "INSERT INTO item (name) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
             "SELECT i + 1 FROM n WHERE i < 500) SELECT 'x' FROM n")).result()
         stop = threading.Event()
+        if via == "sqlalchemy":
+            from sqlalchemy import text
+            from sqlite_storemgr.sqlalchemy import engine_for
+            engine = engine_for(manager, "main")
+
+            def query():
+                with engine.connect() as conn:
+                    conn.execute(text(QUERY)).fetchall()
+        else:
+            def query():
+                manager.get_store("main").execute(QUERY).get_one()
 
         def reader():
             global reads
             while not stop.is_set():
                 try:  # a slow query: close() lands while SQLite works without the GIL
-                    manager.get_store("main").execute(
-                        "SELECT count(*) FROM item a, item b WHERE a.id < 80").get_one()
+                    query()
                     reads += 1
                 except Exception as error:
                     kinds.add(type(error).__name__)
@@ -96,8 +108,10 @@ CLOSE_DURING_READS = textwrap.dedent("""
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy", ["queue", "threadlocal", "mutex"])
-def test_close_while_other_threads_read_through_their_stores(tmp_path, strategy):
+@pytest.mark.parametrize("strategy, via", [
+    ("queue", "store"), ("threadlocal", "store"), ("mutex", "store"),
+    ("queue", "sqlalchemy"), ("threadlocal", "sqlalchemy")])
+def test_close_while_other_threads_read_through_their_stores(tmp_path, strategy, via):
     """close() closes other threads' connections while they run queries on them.
 
     pysqlite3 lets go of the GIL inside SQLite; a connection closed in that
@@ -105,12 +119,44 @@ def test_close_while_other_threads_read_through_their_stores(tmp_path, strategy)
     Readers must instead get a clear error once their store is closed.
     """
     child = subprocess.run(
-        [sys.executable, "-c", CLOSE_DURING_READS, str(tmp_path / "race.db"), strategy],
+        [sys.executable, "-c", CLOSE_DURING_READS, str(tmp_path / "race.db"), strategy, via],
         capture_output=True, text=True, timeout=50)
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
     report = json.loads(child.stdout)
     assert report["reads"] > 0
     assert set(report["kinds"]) <= {"ClosedError", "ManagerClosedError"}, report
+
+
+@pytest.mark.timeout(60)
+def test_close_first_frees_the_write_lock_another_thread_waits_for(tmp_path):
+    """The closing thread's own store goes first: it holds the lock the other one waits on.
+
+    Several rounds, since which thread's stores a close() would reach first
+    otherwise depends on set order.
+    """
+    for round_ in range(6):
+        (tmp_path / str(round_)).mkdir()
+        manager, path = make(tmp_path / str(round_), "threadlocal", timeout=3)
+        mine = manager.get_store("main")
+        mine.execute("INSERT INTO item (name) VALUES ('mine, uncommitted')")
+        waiting = threading.Event()
+
+        def other():
+            store = manager.get_store("main")
+            waiting.set()
+            try:
+                store.execute("INSERT INTO item (name) VALUES ('other')")  # waits for our lock
+            except Exception:  # noqa: BLE001 - closed under it: either outcome is fine here
+                pass
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert waiting.wait(5)
+        time.sleep(0.1)  # the other thread is in SQLite's busy wait by now
+        began = time.monotonic()
+        manager.close(timeout=0.2)
+        assert time.monotonic() - began < 1.5, round_  # not the other thread's 3 s busy wait
+        thread.join(10)
+        assert names(path) == []  # neither uncommitted insert survived
 
 
 @pytest.mark.parametrize("statement, writes", [

@@ -8,7 +8,7 @@ import pysqlite3.dbapi2 as dbapi
 import pytest
 import sqlalchemy as sa
 
-from sqlite_storemgr import ReadOnlyStoreError, StoreManager, StrategyError
+from sqlite_storemgr import ManagerClosedError, ReadOnlyStoreError, StoreManager, StrategyError
 from sqlite_storemgr.sqlalchemy import SharedConnection, engine_for, store_of
 from _items import Boom, Item
 
@@ -55,7 +55,7 @@ def test_the_engine_uses_pysqlite3_and_the_stores_own_connection(setup):
         assert isinstance(shared, SharedConnection)
         assert store_of(conn) is store
         raw = store.connection._raw_connection
-        assert shared._raw is raw and type(raw).__module__.startswith("pysqlite3")
+        assert shared.cursor().connection is raw and type(raw).__module__.startswith("pysqlite3")
         assert conn.execute(sa.text("SELECT sqlite_version()")).scalar() == dbapi.sqlite_version
     seen = {}
 
@@ -187,3 +187,16 @@ def test_engine_for_refuses_what_it_cannot_share(tmp_path):
             engine_for(manager, poolclass=sa.pool.QueuePool)
     finally:
         manager.close()
+
+
+@pytest.mark.timeout(20)
+def test_the_engine_is_refused_once_the_manager_closed(tmp_path):
+    manager = make_manager(tmp_path / "closed.db", "threadlocal")
+    engine = engine_for(manager, "main")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM item")).scalar() == 0
+    manager.close()
+    with pytest.raises(ManagerClosedError):
+        with engine.connect() as conn:
+            conn.execute(sa.text("INSERT INTO item (name) VALUES ('after close')"))
+    engine.dispose()
