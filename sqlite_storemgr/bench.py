@@ -42,6 +42,7 @@ import pysqlite3.dbapi2 as dbapi
 from .errors import ConfigError
 from .manager import StoreManager
 from .uri import STRATEGIES, PostgresConfig
+from .writer_queue import LINGER_SECONDS
 
 PAYLOAD = "x" * 100
 WORKLOADS = ("insert", "rmw", "mixed")
@@ -318,38 +319,51 @@ def serial_ceiling(target: Target, units: int, max_seconds: float = math.inf) ->
 def handoff_bound(threads: int, units: int, max_seconds: float = math.inf) -> Result:
     """Threads hand empty units to one worker thread and wait for each: no SQL at all.
 
-    The least any writer-thread design pays per unit in this interpreter: a
-    queue append, a wake-up of the worker, a wake-up of the caller, each a
-    pass of the GIL.  No such design can beat it, so where it is below the
-    serial ceiling (a fast commit, as at ``synchronous=normal``) so is every
-    writer thread, ours and peewee's.
+    What a writer thread costs before it runs any SQL: a queue append, a wake-up
+    of the worker, a wake-up of the caller, each a pass of the GIL.  It is built
+    the way the writer queue is (the worker lingers for the last batch's
+    callers, then wakes the batch's first caller, and each woken caller the
+    next), minus SQL, Storm and futures.  Where it is below the serial ceiling
+    (a fast commit, as at ``synchronous=normal``), a writer thread cannot reach
+    the ceiling either.
     """
     pending: deque = deque()
     wake = threading.Condition()
-    state = {"idle": False, "stopping": False}
+    state = {"wanted": 1, "waiting": False, "stopping": False}
+
+    def wait_for(count: int, timeout: float | None) -> None:
+        state["wanted"], state["waiting"] = count, True
+        wake.wait(timeout)
+        state["waiting"] = False
 
     def worker() -> None:
+        expected = 1
         while True:
             with wake:
                 while not pending and not state["stopping"]:
-                    state["idle"] = True
-                    wake.wait()
+                    wait_for(1, None)
                 if not pending:
                     return
+                if len(pending) < expected:  # linger for the last batch's callers, as ours does
+                    wait_for(expected, LINGER_SECONDS)
                 batch = list(pending)
                 pending.clear()
-            for done in batch:
-                done.release()
+                expected = len(batch)
+            for waiter, after in zip(batch, batch[1:]):
+                waiter[1] = after
+            batch[0][0].release()
 
     def unit() -> None:
-        done = allocate_lock()
-        done.acquire()
+        waiter = [allocate_lock(), None]  # [its lock, the waiter to wake after it]
+        waiter[0].acquire()
         with wake:
-            pending.append(done)
-            if state["idle"]:
-                state["idle"] = False
+            pending.append(waiter)
+            if state["waiting"] and len(pending) >= state["wanted"]:
+                state["waiting"] = False
                 wake.notify()
-        done.acquire()
+        waiter[0].acquire()
+        if waiter[1] is not None:
+            waiter[1][0].release()
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
