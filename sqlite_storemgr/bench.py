@@ -169,8 +169,10 @@ class PostgresTarget:
                 cursor.execute(statement)
 
     def connect(self) -> Any:
-        import psycopg2
         from storm.databases.postgres import make_dsn
+
+        from .pg_backend import psycopg2_module
+        psycopg2 = psycopg2_module()
         from storm.uri import URI
         try:
             connection = psycopg2.connect(make_dsn(URI(self.config.storm_uri.split("?")[0])))

@@ -133,6 +133,18 @@ def _milliseconds(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+PSYCOPG2_MISSING = "postgres:// URIs need psycopg2: pip install 'sqlite_storemgr[postgres]'"
+
+
+def psycopg2_module() -> Any:
+    """The psycopg2 module, or `ConfigError` saying how to install it (an optional extra)."""
+    try:
+        import psycopg2
+    except ImportError:
+        raise ConfigError(PSYCOPG2_MISSING) from None
+    return psycopg2
+
+
 class PostgresDatabase(Postgres):
     """A PostgreSQL database for the manager, from a validated `PostgresConfig`."""
 
@@ -142,8 +154,7 @@ class PostgresDatabase(Postgres):
         try:
             super().__init__(URI(config.storm_uri))
         except DatabaseModuleError:
-            raise ConfigError(
-                "postgres:// URIs need psycopg2: pip install 'sqlite_storemgr[postgres]'") from None
+            raise ConfigError(PSYCOPG2_MISSING) from None
         self.config = config
 
     def connect(self, event: Any = None, read_only: bool = False) -> ManagedPostgresConnection:

@@ -269,6 +269,20 @@ def test_bench_on_an_unreachable_postgres_server_fails_cleanly():
     assert "cannot connect to postgres database 'app' on 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr and "pw" not in result.stderr
 
+
+@pytest.mark.timeout(60)
+def test_bench_on_postgres_without_psycopg2_says_how_to_install_it():
+    """The postgres extra is optional: its absence is a clear error, not a traceback."""
+    code = ("import sys; sys.modules['psycopg2'] = None; "  # what a venv without it gives
+            "from sqlite_storemgr.cli import main; "
+            "sys.exit(main(['bench', 'postgres://someone:pw@127.0.0.1:1/app', '--units', '10']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=50)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'sqlite_storemgr[postgres]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.timeout(60)
 def test_check_a_good_database(tmp_path):
     path = tmp_path / "good.db"
