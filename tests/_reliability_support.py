@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-import pysqlite3.dbapi2 as dbapi
+from _items import rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
@@ -33,15 +33,6 @@ def spawn(script: str, *args: str, stdin: bool = False) -> subprocess.Popen:
         [sys.executable, "-c", script, *map(str, args)],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
-
-
-def rows(path, sql: str, params: tuple = ()) -> list[tuple]:
-    """Query the file through a pysqlite3 connection of its own (not the manager's)."""
-    connection = dbapi.connect(str(path), timeout=10)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
 
 
 def integrity(path) -> list[tuple]:

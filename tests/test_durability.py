@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-import pysqlite3.dbapi2 as dbapi
 import pytest
 from storm.exceptions import OperationalError
 
+from _items import rows
 from sqlite_storemgr import DatabaseLockedError, StoreManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +39,6 @@ def child_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def rows(path, sql: str) -> list[tuple]:
-    connection = dbapi.connect(str(path), timeout=10)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
 
 
 class LineReader:

@@ -9,10 +9,10 @@ import textwrap
 import threading
 import time
 
-import pysqlite3.dbapi2 as dbapi
 import pytest
 from storm.exceptions import ClosedError
 
+from _items import names
 from sqlite_storemgr import ReadOnlyStoreError, StoreManager
 from sqlite_storemgr.backend import is_write_statement
 
@@ -25,14 +25,6 @@ def make(tmp_path, strategy, **options):
     manager.submit_write(lambda store: store.execute(
         "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
     return manager, path
-
-
-def names(path):
-    connection = dbapi.connect(str(path))
-    try:
-        return [row[0] for row in connection.execute("SELECT name FROM item ORDER BY id")]
-    finally:
-        connection.close()
 
 
 @pytest.mark.timeout(20)

@@ -5,9 +5,8 @@ The rules of DESIGN.md "Transactions and snapshots", under every strategy.
 
 import pytest
 
-import pysqlite3.dbapi2 as dbapi
 from sqlite_storemgr import StoreManager, TransactionDoomedError
-from _items import Boom, Item, insert
+from _items import Boom, Item, insert, names
 
 STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
 
@@ -21,15 +20,6 @@ def setup(request, tmp_path):
         "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
     yield manager, path
     manager.close()
-
-
-def committed(path):
-    """Names committed to the file, seen by an outside connection."""
-    connection = dbapi.connect(str(path))
-    try:
-        return [row[0] for row in connection.execute("SELECT name FROM item ORDER BY id")]
-    finally:
-        connection.close()
 
 
 def failing(name):
@@ -47,12 +37,12 @@ def test_inner_submit_that_succeeds_commits_nothing_by_itself(setup):
     def outer(store):
         store.execute("INSERT INTO item (name) VALUES ('outer')")
         seen["inner"] = manager.submit_write(insert("inner")).result(timeout=5)
-        seen["committed_inside"] = committed(path)
+        seen["committed_inside"] = names(path)
         return "outer"
 
     assert manager.submit_write(outer).result(timeout=10) == "outer"
     assert seen == {"inner": "inner", "committed_inside": []}
-    assert committed(path) == ["outer", "inner"]
+    assert names(path) == ["outer", "inner"]
 
 
 @pytest.mark.timeout(20)
@@ -70,9 +60,9 @@ def test_inner_failure_reaches_its_caller_and_dooms_the_outer_unit(setup):
     assert isinstance(error, TransactionDoomedError), repr(error)
     assert "Boom('inner')" in str(error)
     assert isinstance(error.__cause__, Boom)
-    assert committed(path) == []
+    assert names(path) == []
     assert manager.submit_write(insert("after")).result(timeout=5) == "after"
-    assert committed(path) == ["after"]
+    assert names(path) == ["after"]
 
 
 @pytest.mark.timeout(20)
@@ -84,8 +74,8 @@ def test_write_blocks_nest_the_same_way(setup):
             assert inner is store
             inner.execute("INSERT INTO item (name) VALUES ('inner')")
         assert manager.submit_write(insert("submitted")).result(timeout=5) == "submitted"
-        assert committed(path) == []
-    assert committed(path) == ["outer", "inner", "submitted"]
+        assert names(path) == []
+    assert names(path) == ["outer", "inner", "submitted"]
 
     with pytest.raises(TransactionDoomedError):
         with manager.write("main") as store:
@@ -94,7 +84,7 @@ def test_write_blocks_nest_the_same_way(setup):
                 with manager.write("main") as inner:
                     inner.execute("INSERT INTO item (name) VALUES ('inner')")
                     raise Boom("inner block")
-    assert committed(path) == ["outer", "inner", "submitted"]
+    assert names(path) == ["outer", "inner", "submitted"]
 
 
 @pytest.mark.timeout(20)
@@ -122,7 +112,7 @@ def test_a_savepoint_block_fails_alone_and_storm_forgets_its_objects(setup):
         return sorted(item.name for item in store.find(Item))
 
     assert manager.submit_write(outer).result(timeout=10) == ["kept", "second savepoint"]
-    assert committed(path) == ["kept", "second savepoint"]
+    assert names(path) == ["kept", "second savepoint"]
 
 
 @pytest.mark.timeout(20)
@@ -138,7 +128,7 @@ def test_failure_inside_a_savepoint_block_dooms_only_that_block(setup):
         return "outer survives"
 
     assert manager.submit_write(outer).result(timeout=10) == "outer survives"
-    assert committed(path) == ["outer"]
+    assert names(path) == ["outer"]
 
 
 @pytest.mark.timeout(20)
@@ -151,7 +141,7 @@ def test_an_exception_from_the_inner_unit_left_uncaught_fails_the_outer_with_it(
 
     error = manager.submit_write(outer).exception(timeout=10)
     assert isinstance(error, Boom)
-    assert committed(path) == []
+    assert names(path) == []
 
 
 @pytest.mark.timeout(20)
@@ -163,11 +153,11 @@ def test_nesting_three_deep_commits_once_at_the_outermost(setup):
             store.execute("INSERT INTO item (name) VALUES (?)", (f"level {depth}",))
             if depth < 3:
                 manager.submit_write(level(depth + 1)).result(timeout=5)
-            return committed(path)
+            return names(path)
         return unit
 
     assert manager.submit_write(level(1)).result(timeout=10) == []
-    assert committed(path) == ["level 1", "level 2", "level 3"]
+    assert names(path) == ["level 1", "level 2", "level 3"]
 
 
 @pytest.mark.timeout(20)
@@ -178,16 +168,16 @@ def test_uncommitted_changes_are_joined_not_committed_early(setup):
     store = manager.get_store("main")
     store.execute("INSERT INTO item (name) VALUES ('loose')")  # a transaction the caller owns
     assert manager.submit_write(insert("unit")).result(timeout=5) == "unit"
-    assert committed(path) == []  # the unit joined; the caller's commit decides
+    assert names(path) == []  # the unit joined; the caller's commit decides
     store.commit()
-    assert committed(path) == ["loose", "unit"]
+    assert names(path) == ["loose", "unit"]
 
     store.execute("INSERT INTO item (name) VALUES ('loose 2')")
     assert isinstance(manager.submit_write(failing("bad")).exception(timeout=5), Boom)
     with pytest.raises(TransactionDoomedError):
         store.commit()
-    assert committed(path) == ["loose", "unit"]
+    assert names(path) == ["loose", "unit"]
     assert not store.connection.in_transaction
     store.execute("INSERT INTO item (name) VALUES ('fresh')")
     store.commit()  # the doom ended with the rollback
-    assert committed(path) == ["loose", "unit", "fresh"]
+    assert names(path) == ["loose", "unit", "fresh"]

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from storm.exceptions import IntegrityError
 from storm.locals import Int, Storm, Unicode
 
-from _reliability_support import STRATEGIES, rows
+from _items import names
+from _reliability_support import STRATEGIES
 from sqlite_storemgr import ConfigError, StoreManager, StoreManagerError
 from sqlite_storemgr import backend
 from sqlite_storemgr.uri import FOREIGN_KEYS, JOURNAL_MODES, LOCK_POLICIES, SYNCHRONOUS
@@ -83,10 +84,6 @@ def setup(request, tmp_path):
 def insert(store, key: int, name: str) -> int:
     store.execute("INSERT INTO item (id, name) VALUES (?, ?)", (key, name))
     return key
-
-
-def names(path) -> list[str]:
-    return [name for (name,) in rows(path, "SELECT name FROM item ORDER BY id")]
 
 
 def outcome(call):

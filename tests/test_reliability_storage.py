@@ -166,27 +166,26 @@ def not_a_database(path) -> bytes:
     return data
 
 
-def corrupt_schema(path) -> bytes:
+def blob_database(path) -> bytearray:
+    """A sound WAL-mode database of 300 blobs, written and closed; its bytes."""
     connection = dbapi.connect(str(path))
     connection.execute("PRAGMA journal_mode = wal")  # as the manager would set it
     connection.execute("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
     connection.executemany("INSERT INTO blob (data) VALUES (?)", [(b"x" * 100,)] * 300)
     connection.commit()
     connection.close()
-    data = bytearray(path.read_bytes())
+    return bytearray(path.read_bytes())
+
+
+def corrupt_schema(path) -> bytes:
+    data = blob_database(path)
     data[100:4096] = b"\xa5" * (4096 - 100)  # page 1: the schema's b-tree
     path.write_bytes(bytes(data))
     return bytes(data)
 
 
 def corrupt_table(path) -> bytes:
-    connection = dbapi.connect(str(path))
-    connection.execute("PRAGMA journal_mode = wal")  # as the manager would set it
-    connection.execute("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-    connection.executemany("INSERT INTO blob (data) VALUES (?)", [(b"x" * 100,)] * 300)
-    connection.commit()
-    connection.close()
-    data = bytearray(path.read_bytes())
+    data = blob_database(path)
     assert len(data) >= 4 * 4096
     data[2 * 4096:3 * 4096] = b"\xa5" * 4096  # a page of the table
     path.write_bytes(bytes(data))

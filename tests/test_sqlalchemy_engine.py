@@ -10,20 +10,12 @@ import sqlalchemy as sa
 
 from sqlite_storemgr import ManagerClosedError, ReadOnlyStoreError, StoreManager, StrategyError
 from sqlite_storemgr.sqlalchemy import SharedConnection, engine_for, store_of
-from _items import Boom, Item
+from _items import Boom, Item, names
 
 
 metadata = sa.MetaData()
 item_table = sa.Table("item", metadata, sa.Column("id", sa.Integer, primary_key=True),
                       sa.Column("name", sa.String))
-
-
-def committed(path):
-    connection = dbapi.connect(str(path))
-    try:
-        return sorted(row[0] for row in connection.execute("SELECT name FROM item"))
-    finally:
-        connection.close()
 
 
 def make_manager(path, strategy):
@@ -76,10 +68,10 @@ def test_storm_and_sqlalchemy_commit_together(setup):
         store.add(Item()).name = "storm"  # not flushed yet: SQLAlchemy must still see it
         with engine.begin() as conn:
             conn.execute(item_table.insert().values(name="sqlalchemy"))
-            names = sorted(conn.execute(sa.select(item_table.c.name)).scalars())
-        assert names == ["sqlalchemy", "storm"]
-        assert committed(path) == []  # engine.begin() committed nothing by itself
-    assert committed(path) == ["sqlalchemy", "storm"]
+            seen = sorted(conn.execute(sa.select(item_table.c.name)).scalars())
+        assert seen == ["sqlalchemy", "storm"]
+        assert sorted(names(path)) == []  # engine.begin() committed nothing by itself
+    assert sorted(names(path)) == ["sqlalchemy", "storm"]
 
 
 @pytest.mark.timeout(20)
@@ -92,7 +84,7 @@ def test_storm_and_sqlalchemy_roll_back_together(setup):
                 conn.execute(item_table.insert().values(name="sqlalchemy"))
                 conn.commit()  # does not end the store's transaction
             raise Boom("the unit fails")
-    assert committed(path) == []
+    assert sorted(names(path)) == []
     assert not manager.get_store("main").connection.in_transaction
 
 
@@ -106,14 +98,14 @@ def test_a_submit_write_unit_can_use_sqlalchemy(setup):
             conn.execute(item_table.insert().values(name="sqlalchemy"))
         return "done"
     assert manager.submit_write(unit).result() == "done"
-    assert committed(path) == ["sqlalchemy", "storm"]
+    assert sorted(names(path)) == ["sqlalchemy", "storm"]
 
     def failing(store):
         with engine.connect() as conn:
             conn.execute(item_table.insert().values(name="lost"))
         raise Boom("after the SQLAlchemy insert")
     assert isinstance(manager.submit_write(failing).exception(), Boom)
-    assert committed(path) == ["sqlalchemy", "storm"]
+    assert sorted(names(path)) == ["sqlalchemy", "storm"]
 
 
 @pytest.mark.timeout(20)
@@ -129,7 +121,7 @@ def test_storm_objects_are_invalidated_after_a_sqlalchemy_write(setup):
                          .values(name="after"))
         assert item.name == "after"
         assert store.find(Item, Item.name == "after").one() is item
-    assert committed(path) == ["after"]
+    assert sorted(names(path)) == ["after"]
 
 
 @pytest.mark.timeout(20)
@@ -140,12 +132,12 @@ def test_sqlalchemy_writes_outside_a_unit_join_the_stores_transaction(setup):
         conn.commit()
     store = manager.get_store("main")
     assert store.connection.has_uncommitted_writes  # like a write through get_store
-    assert committed(path) == []
+    assert sorted(names(path)) == []
     # A unit started now joins it (the nesting rules), and the store's commit decides.
     manager.submit_write(lambda store: store.execute("INSERT INTO item (name) VALUES ('unit')"))
-    assert committed(path) == []
+    assert sorted(names(path)) == []
     store.commit()
-    assert committed(path) == ["loose", "unit"]
+    assert sorted(names(path)) == ["loose", "unit"]
 
 
 @pytest.mark.timeout(20)
@@ -159,7 +151,7 @@ def test_under_queue_sqlalchemy_writes_inside_units_and_reads_outside(tmp_path):
             with engine.connect() as conn:
                 assert store_of(conn) is store  # the writer's store, lent to this thread
                 conn.execute(item_table.insert().values(name="sqlalchemy"))
-        assert committed(path) == ["sqlalchemy", "storm"]
+        assert sorted(names(path)) == ["sqlalchemy", "storm"]
 
         def unit(store):  # runs on the writer thread
             with engine.connect() as conn:
@@ -170,7 +162,7 @@ def test_under_queue_sqlalchemy_writes_inside_units_and_reads_outside(tmp_path):
                 "in unit", "sqlalchemy", "storm"]
             with pytest.raises(ReadOnlyStoreError, match="submit_write"):
                 conn.execute(item_table.insert().values(name="refused"))
-        assert committed(path) == ["in unit", "sqlalchemy", "storm"]
+        assert sorted(names(path)) == ["in unit", "sqlalchemy", "storm"]
     finally:
         engine.dispose()
         manager.close()

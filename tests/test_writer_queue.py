@@ -19,6 +19,7 @@ import pysqlite3.dbapi2 as dbapi
 import pytest
 from storm.locals import Int, Unicode
 
+from _items import rows
 from sqlite_storemgr import (
     ManagerClosedError, QueueFullError, ReadOnlyStoreError, StoreManager,
     StrategyError, WriterBrokenError)
@@ -64,15 +65,6 @@ def managers():
     Stall.made.clear()
     for mgr in made:
         mgr.close(timeout=10)
-
-
-def rows(path, sql: str, params: tuple = ()) -> list[tuple]:
-    """Query the file through a connection of its own (not the manager's)."""
-    connection = dbapi.connect(str(path), timeout=10)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
 
 
 def create_tables(store) -> None:

@@ -23,18 +23,9 @@ from waitress.server import create_server
 from sqlite_storemgr import (
     DatabaseLockedError, StoreManager, TransactionControlError, TransactionDoomedError)
 from sqlite_storemgr.wsgi import TransactionMiddleware
-from _items import Boom, Item, insert
+from _items import Boom, Item, insert, names
 
 STRATEGIES = ["mutex", "threadlocal", "queue", "single"]
-
-
-def committed(path):
-    """Names committed to the file, seen by an outside connection."""
-    connection = dbapi.connect(str(path))
-    try:
-        return sorted(row[0] for row in connection.execute("SELECT name FROM item"))
-    finally:
-        connection.close()
 
 
 def failing_unit(store):
@@ -241,7 +232,7 @@ def test_concurrent_requests_commit_whole_and_failed_ones_leave_nothing(setup):
         if fail == "doom":  # the application said 200; the doomed commit made it a 500
             assert b"could not be committed" in body
     assert all(status == 200 for status, _ in counts)
-    assert committed(path) == sorted(expected)
+    assert sorted(names(path)) == sorted(expected)
     # No pooled thread keeps a transaction (a read snapshot) open after its request.
     for store in app.stores:
         assert not store.connection.in_transaction
@@ -257,12 +248,12 @@ def test_nothing_is_committed_before_the_request_ends(setup):
 
     def add_and_look(query, start_response):
         response = original(query, start_response)
-        seen[query["name"]] = committed(path)  # after both units, before the request ended
+        seen[query["name"]] = sorted(names(path))  # after both units, before the request ended
         return response
     app.add = add_and_look
     assert server.request("POST", "/add?name=slow&via=submit")[0] == 200
     assert seen["slow"] == []
-    assert committed(path) == ["slow-a", "slow-b"]
+    assert sorted(names(path)) == ["slow-a", "slow-b"]
 
 
 @pytest.mark.timeout(30)
@@ -279,11 +270,11 @@ def test_client_gone_mid_stream_rolls_back(setup):
     while "streamed" not in app.stream_events and time.monotonic() < deadline:
         time.sleep(0.02)
     assert app.stream_events.get("streamed") == "closed early"
-    assert committed(path) == []
+    assert sorted(names(path)) == []
     # The worker threads are clean: a later request commits normally.
     assert server.request("GET", "/stream?name=whole&chunks=3")[0] == 200
     assert app.stream_events["whole"] == "finished"
-    assert committed(path) == ["whole"]
+    assert sorted(names(path)) == ["whole"]
     assert checkpoint_busy(path) == (0, 0)
 
 
@@ -314,7 +305,7 @@ def test_the_middleware_owns_the_transaction(setup):
     status, body = server.request("GET", "/commit-inside")
     assert status == 409
     assert "inside a unit of work" in json.loads(body)["error"]
-    assert committed(path) == ["commit-inside"]  # 4xx commits what the request did
+    assert sorted(names(path)) == ["commit-inside"]  # 4xx commits what the request did
 
 
 def call_app(app, path="/", query=""):
@@ -349,20 +340,20 @@ def test_a_wrapped_application_called_inside_a_request_joins_it(tmp_path):
     wrapped_inner = TransactionMiddleware(inner, manager)
 
     def outer(environ, start_response):
-        before = committed(path)
+        before = sorted(names(path))
         manager.submit_write(insert("outer")).result()
         inner_status, _ = call_app(wrapped_inner, query=environ["QUERY_STRING"])
-        assert committed(path) == before  # the inner request committed nothing by itself
+        assert sorted(names(path)) == before  # the inner request committed nothing by itself
         start_response("200 OK", [])
         return [inner_status.encode()]
     app = TransactionMiddleware(outer, manager)
     try:
         assert call_app(app) == ("200 OK", b"200 OK")
-        assert committed(path) == ["inner", "outer"]
+        assert sorted(names(path)) == ["inner", "outer"]
         # The inner application failed (5xx): the outer request is doomed.
         status, body = call_app(app, query="fail")
         assert status.startswith("500") and b"could not be committed" in body
-        assert committed(path) == ["inner", "outer"]
+        assert sorted(names(path)) == ["inner", "outer"]
     finally:
         manager.close()
 
@@ -386,12 +377,12 @@ def test_a_response_never_closed_is_rolled_back_at_the_next_request(tmp_path):
         assert next(iter(result)) == b"one"  # a broken server: never finishes nor closes
         assert manager.get_store("main").connection.in_transaction
         assert call_app(wrapped, query="next")[0] == "200 OK"
-        assert committed(path) == ["next"]
+        assert sorted(names(path)) == ["next"]
         # The mutex was released with the abandoned request: another thread can write.
         other = threading.Thread(target=lambda: manager.submit_write(insert("other")).result())
         other.start()
         other.join(5)
-        assert committed(path) == ["next", "other"]
+        assert sorted(names(path)) == ["next", "other"]
     finally:
         manager.close()
 
@@ -422,7 +413,7 @@ def test_a_request_holding_the_mutex_makes_other_writers_wait_then_time_out(tmp_
         assert "mutex" in str(outcome["error"])
         assert list(chunks) == [b"b"]
         result.close()
-        assert committed(path) == ["request"]
+        assert sorted(names(path)) == ["request"]
     finally:
         manager.close()
 
@@ -451,7 +442,7 @@ def test_doomed_request_whose_body_was_already_streaming_is_cut_short(tmp_path):
         with pytest.raises(TransactionDoomedError):
             next(chunks)
         result.close()
-        assert committed(path) == []
+        assert sorted(names(path)) == []
         assert not manager.get_store("main").connection.in_transaction
     finally:
         manager.close()
@@ -481,7 +472,7 @@ def test_a_request_whose_transaction_cannot_begin_gets_the_lock_error(tmp_path):
         assert b"database is locked" in body
         holder.execute("ROLLBACK")
         assert call_app(TransactionMiddleware(app, manager)) == ("200 OK", b"written")
-        assert committed(path) == ["request"]
+        assert sorted(names(path)) == ["request"]
     finally:
         holder.close()
         manager.close()

@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from sqlite_storemgr import (
     StoreManager, StrategyError, TransactionDoomedError)
-from _items import Boom, Item
+from _items import Boom, Item, names
 
 
 class VoteRefused(Exception):
@@ -52,14 +52,6 @@ class OtherResource:
         return "zz_other_resource"
 
 
-def committed(path):
-    connection = dbapi.connect(str(path))
-    try:
-        return sorted(row[0] for row in connection.execute("SELECT name FROM item"))
-    finally:
-        connection.close()
-
-
 @pytest.fixture
 def setup(tmp_path):
     """Two SQLite files, one per caller-thread strategy, joined to a fresh manager."""
@@ -93,10 +85,10 @@ def test_commit_commits_both_databases_together(setup):
     tm.get().join(other)
     write_both(manager)
     # The write() block joined the zope transaction: nothing is committed yet.
-    assert committed(paths["a"]) == [] and committed(paths["b"]) == []
+    assert sorted(names(paths["a"])) == [] and sorted(names(paths["b"])) == []
     tm.commit()
-    assert committed(paths["a"]) == ["in a"]
-    assert committed(paths["b"]) == ["in b"]
+    assert sorted(names(paths["a"])) == ["in a"]
+    assert sorted(names(paths["b"])) == ["in b"]
     assert other.calls == ["tpc_begin", "commit", "tpc_vote", "tpc_finish"]
     for name in paths:
         assert not manager.get_store(name).connection.in_transaction
@@ -104,8 +96,8 @@ def test_commit_commits_both_databases_together(setup):
     tm.begin()
     write_both(manager, "second a", "second b")
     tm.commit()
-    assert committed(paths["a"]) == ["in a", "second a"]
-    assert committed(paths["b"]) == ["in b", "second b"]
+    assert sorted(names(paths["a"])) == ["in a", "second a"]
+    assert sorted(names(paths["b"])) == ["in b", "second b"]
 
 
 @pytest.mark.timeout(20)
@@ -118,7 +110,7 @@ def test_a_data_manager_refusing_its_vote_commits_neither_file(setup):
     with pytest.raises(VoteRefused):
         tm.commit()
     tm.abort()
-    assert committed(paths["a"]) == [] and committed(paths["b"]) == []
+    assert sorted(names(paths["a"])) == [] and sorted(names(paths["b"])) == []
     assert "tpc_abort" in other.calls
     for name in paths:
         store = manager.get_store(name)
@@ -126,7 +118,7 @@ def test_a_data_manager_refusing_its_vote_commits_neither_file(setup):
     tm.begin()
     write_both(manager, "after", "after")
     tm.commit()
-    assert committed(paths["a"]) == ["after"] and committed(paths["b"]) == ["after"]
+    assert sorted(names(paths["a"])) == ["after"] and sorted(names(paths["b"])) == ["after"]
 
 
 @pytest.mark.timeout(20)
@@ -137,7 +129,7 @@ def test_abort_rolls_both_back(setup):
     assert manager.submit_write(lambda store: store.execute(
         "INSERT INTO item (name) VALUES ('submitted')"), name="a").result() is not None
     tm.abort()
-    assert committed(paths["a"]) == [] and committed(paths["b"]) == []
+    assert sorted(names(paths["a"])) == [] and sorted(names(paths["b"])) == []
     assert manager.get_store("a").find(Item).count() == 0
 
 
@@ -150,7 +142,7 @@ def test_doom_makes_commit_raise_and_commits_nothing(setup):
     with pytest.raises(DoomedTransaction):
         tm.commit()
     tm.abort()
-    assert committed(paths["a"]) == [] and committed(paths["b"]) == []
+    assert sorted(names(paths["a"])) == [] and sorted(names(paths["b"])) == []
 
 
 @pytest.mark.timeout(20)
@@ -168,7 +160,7 @@ def test_an_inner_unit_that_fails_dooms_the_zope_transaction(setup):
         tm.commit()
     assert "Boom('inner')" in str(caught.value)
     tm.abort()
-    assert committed(paths["a"]) == [] and committed(paths["b"]) == []
+    assert sorted(names(paths["a"])) == [] and sorted(names(paths["b"])) == []
     assert "tpc_finish" not in other.calls
 
 
@@ -182,7 +174,7 @@ def test_a_savepoint_block_fails_alone_inside_the_zope_transaction(setup):
             store.execute("INSERT INTO item (name) VALUES ('lost')")
             raise Boom("savepoint")
     tm.commit()
-    assert committed(paths["a"]) == ["in a"] and committed(paths["b"]) == ["in b"]
+    assert sorted(names(paths["a"])) == ["in a"] and sorted(names(paths["b"])) == ["in b"]
 
 
 @pytest.mark.timeout(20)
@@ -222,7 +214,7 @@ def test_each_thread_has_its_own_transaction(setup):
         thread.join(15)
     assert errors == []
     assert seen == {"before": 0, "depth": 1, "still joined": 1}
-    assert committed(paths["a"]) == ["kept a"] and committed(paths["b"]) == ["kept b"]
+    assert sorted(names(paths["a"])) == ["kept a"] and sorted(names(paths["b"])) == ["kept b"]
 
 
 @pytest.mark.timeout(20)
@@ -248,7 +240,7 @@ def test_a_lock_conflict_is_retried_by_the_transaction_manager(tmp_path):
     try:
         tm.run(body, tries=3)
         assert len(attempts) == 2  # the first attempt met the lock and was re-run whole
-        assert committed(path) == ["holder", "zope"]
+        assert sorted(names(path)) == ["holder", "zope"]
 
         holder.execute("BEGIN IMMEDIATE")
         tm.begin()
@@ -260,7 +252,7 @@ def test_a_lock_conflict_is_retried_by_the_transaction_manager(tmp_path):
         assert not tm.get()._resources[0].should_retry(Boom("not a lock error"))
         tm.abort()
         holder.execute("ROLLBACK")
-        assert committed(path) == ["holder", "zope"]
+        assert sorted(names(path)) == ["holder", "zope"]
     finally:
         holder.close()
         join.detach()
@@ -300,9 +292,9 @@ def test_detach_stops_joining(setup):
     tm.begin()
     with manager.write("a") as store:
         store.execute("INSERT INTO item (name) VALUES ('again')")
-    assert committed(paths["a"]) == ["joined a"]
+    assert sorted(names(paths["a"])) == ["joined a"]
     tm.commit()
-    assert committed(paths["a"]) == ["again", "joined a"]
+    assert sorted(names(paths["a"])) == ["again", "joined a"]
 
 
 @pytest.mark.timeout(20)
@@ -322,9 +314,9 @@ def test_detaching_the_first_of_two_joins_keeps_the_second_joining_new_stores(tm
         try:
             second_tm.begin()
             manager.get_store("main").execute("INSERT INTO item (name) VALUES ('second')")
-            seen["before commit"] = committed(path)
+            seen["before commit"] = sorted(names(path))
             second_tm.commit()
-            seen["after commit"] = committed(path)
+            seen["after commit"] = sorted(names(path))
         except Exception as error:  # reported below, in the test's thread
             seen["error"] = error
 
@@ -354,15 +346,15 @@ def test_after_detach_units_commit_on_their_own(tmp_path):
         tm.begin()
         with manager.write("main") as store:
             store.execute("INSERT INTO item (name) VALUES ('joined')")
-        assert committed(path) == []
+        assert sorted(names(path)) == []
         tm.abort()
         join.detach()
         tm.begin()
         with manager.write("main") as store:
             store.execute("INSERT INTO item (name) VALUES ('alone')")
-        assert committed(path) == ["alone"]  # the unit committed without the zope transaction
+        assert sorted(names(path)) == ["alone"]  # the unit committed without the zope transaction
         tm.abort()
-        assert committed(path) == ["alone"]
+        assert sorted(names(path)) == ["alone"]
     finally:
         manager.close()
 
@@ -380,7 +372,7 @@ def test_an_explicit_manager_leaves_units_outside_a_transaction_alone(tmp_path):
         # No transaction begun: a unit is its own transaction and commits at once.
         with manager.write("main") as store:
             store.execute("INSERT INTO item (name) VALUES ('on its own')")
-        assert committed(path) == ["on its own"]
+        assert sorted(names(path)) == ["on its own"]
         assert manager.get_store("main").find(Item).count() == 1  # a read joins nothing
         outside = dbapi.connect(str(path))
         outside.execute("INSERT INTO item (name) VALUES ('outside')")
@@ -391,9 +383,9 @@ def test_an_explicit_manager_leaves_units_outside_a_transaction_alone(tmp_path):
         assert manager.get_store("main").find(Item).count() == 2
         with manager.write("main") as store:
             store.execute("INSERT INTO item (name) VALUES ('in the transaction')")
-        assert committed(path) == ["on its own", "outside"]
+        assert sorted(names(path)) == ["on its own", "outside"]
         tm.commit()
-        assert committed(path) == ["in the transaction", "on its own", "outside"]
+        assert sorted(names(path)) == ["in the transaction", "on its own", "outside"]
     finally:
         join.detach()
         manager.close()
