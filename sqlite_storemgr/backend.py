@@ -160,13 +160,10 @@ class _GuardedResult(SQLiteResult):
     """Storm's result, closing its cursor under the connection's use lock."""
 
     def close(self) -> None:
-        connection = self._connection
-        with connection._use:
-            if connection._closed:  # closed from another thread: SQLite freed the statement
-                self._closed = True
-                self._raw_cursor = None
-            else:
-                super().close()
+        if not self._closed:
+            self._closed = True
+            self._connection.close_cursor(self._raw_cursor)
+            self._raw_cursor = None
 
 
 class SharedCursor:
@@ -204,9 +201,7 @@ class SharedCursor:
         return self._call("fetchall")
 
     def close(self) -> None:
-        with self._connection._use:
-            if not self._connection._closed:  # else SQLite has already freed the statement
-                self._cursor.close()
+        self._connection.close_cursor(self._cursor)
 
     def __iter__(self) -> "SharedCursor":
         return self
@@ -300,14 +295,16 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
             if writes:
                 self._wrote = True
         args = tuple(self.to_database(params)) if params else ()
-        with self._use:
-            if not _tracers:
-                cursor = self._execute_raw(statement, args)
-            else:
-                cursor = self._traced_execute(statement, params, args)
-            if self.read_only and not self._in_transaction:
-                return _FetchedCursor(cursor)
-        return cursor
+        if self.read_only and not self._in_transaction:
+            with self._use:  # run and fetch in one hold: no close() comes in between
+                return _FetchedCursor(self._run(statement, params, args))
+        return self._run(statement, params, args)
+
+    def _run(self, statement: str, params: Any, args: tuple) -> Any:
+        """Execute (under the use lock), through Storm's tracers if any are installed."""
+        if _tracers:
+            return self._traced_execute(statement, params, args)
+        return self._execute_raw(statement, args)
 
     def _live_raw(self) -> Any:
         """The pysqlite3 connection (call under ``_use``); ClosedError once it was closed."""
@@ -340,15 +337,16 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
             return cursor
 
     def _traced_execute(self, statement: str, params: Any, args: tuple) -> Any:
-        cursor = self._live_raw().cursor()
-        trace("connection_raw_execute", self, cursor, statement, params or ())
-        try:
-            cursor.execute(statement, args)
-        except dbapi.Error as error:
-            trace("connection_raw_execute_error", self, cursor, statement, params or (), error)
-            raise self._translate(error, statement) from None
-        trace("connection_raw_execute_success", self, cursor, statement, params or ())
-        return cursor
+        with self._use:
+            cursor = self._live_raw().cursor()
+            trace("connection_raw_execute", self, cursor, statement, params or ())
+            try:
+                cursor.execute(statement, args)
+            except dbapi.Error as error:
+                trace("connection_raw_execute_error", self, cursor, statement, params or (), error)
+                raise self._translate(error, statement) from None
+            trace("connection_raw_execute_success", self, cursor, statement, params or ())
+            return cursor
 
     def commit(self, xid: Any = None) -> None:
         if self._closed:  # e.g. close() ran meanwhile: its rollback must not pass as a commit
@@ -385,6 +383,12 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
                         self._execute_raw("ROLLBACK", ())
         finally:
             trace("connection_rollback", self, xid)
+
+    def close_cursor(self, cursor: Any) -> None:
+        """Close a cursor of this connection; once the connection is closed, SQLite freed it."""
+        with self._use:
+            if not self._closed:
+                cursor.close()
 
     def close(self) -> None:
         """Close now, or as soon as a call another thread has under way returns."""

@@ -70,22 +70,25 @@ class UnitFuture(Future):
         return super().set_running_or_notify_cancel()  # cancelled, or a misuse it reports
 
     def set_result(self, result: Any) -> None:
-        self._finish(result, None, failed=False)
+        self._finish(result, failed=False)
         _wake_in_turn(self)
         self._invoke_callbacks()
 
     def set_exception(self, exception: BaseException | None) -> None:
-        self._finish(None, exception, failed=True)
+        self._finish(exception, failed=True)
         _wake_in_turn(self)
         self._invoke_callbacks()
 
-    def _finish(self, result: Any, exception: BaseException | None, failed: bool) -> None:
-        """End the future (its waiters are woken and its callbacks run separately)."""
+    def _finish(self, outcome: Any, failed: bool) -> None:
+        """End the future with its result, or its exception if ``failed``.
+
+        Its waiters are woken and its callbacks run separately.
+        """
         with self._guard:
             ended = self._state in _ENDED
             if not ended:
-                self._result = result
-                self._exception = exception
+                self._result = None if failed else outcome
+                self._exception = outcome if failed else None
                 self._state = FINISHED
                 for waiter in self._waiters:
                     (waiter.add_exception if failed else waiter.add_result)(self)
@@ -189,10 +192,7 @@ def finish_in_turn(outcomes: Iterable[tuple[UnitFuture, bool, Any]]) -> None:
     refused: InvalidStateError | None = None
     for future, succeeded, value in outcomes:
         try:
-            if succeeded:
-                future._finish(value, None, failed=False)
-            else:
-                future._finish(None, value, failed=True)
+            future._finish(value, failed=not succeeded)
         except InvalidStateError as error:
             refused = refused or error
             continue

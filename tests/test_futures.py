@@ -261,7 +261,7 @@ def test_a_waiter_whose_timeout_runs_out_as_the_future_ends_gets_the_result():
     seen = []
     thread = _block_on(future, seen, timeout=0.2)
     _until_blocked([future], 1)
-    future._finish("late", None, failed=False)  # ended, its sleepers not woken yet
+    future._finish("late", failed=False)  # ended, its sleepers not woken yet
     thread.join(5)
     assert seen == [("ok", "late")]
 
