@@ -9,8 +9,11 @@ The module-level functions act on one default `StoreManager`::
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
+from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from storm.store import Store
@@ -25,7 +28,7 @@ from .shutdown import drain_on_sigterm
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 __all__ = [
-    "StoreManager", "SQLiteConfig", "PostgresConfig", "parse_uri",
+    "__version__", "StoreManager", "SQLiteConfig", "PostgresConfig", "parse_uri",
     "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
     "stats", "close", "default_manager", "drain_on_sigterm",
     "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ManagerClosedError",
@@ -33,6 +36,12 @@ __all__ = [
     "TransactionControlError", "TransactionDoomedError",
     "WriterBrokenError", "WrongThreadError",
 ]
+
+try:
+    __version__ = metadata.version("sqlite_storemgr")
+except metadata.PackageNotFoundError:  # a source tree never installed: pyproject's [project]
+    __version__ = re.search(r'(?ms)^\[project\]$.*?^version\s*=\s*"([^"]+)"',
+                            (Path(__file__).parent.parent / "pyproject.toml").read_text())[1]
 
 T = TypeVar("T")
 

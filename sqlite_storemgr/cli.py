@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -13,12 +14,12 @@ from typing import Callable, Iterator
 import pysqlite3.dbapi2 as dbapi
 import storm
 
-from . import bench
+from . import __version__, bench
 from .backend import SQLiteDatabase
 from .errors import ConfigError
 from .uri import STRATEGIES, SYNCHRONOUS, PostgresConfig, SQLiteConfig, parse_uri
 
-STRATEGY_MEANING = {
+SQLITE_MEANING = {
     "queue": "one writer thread owns the only write connection and group-commits queued "
              "units; every thread reads through its own read-only store",
     "single": "one worker thread runs every read and write; get_store is refused",
@@ -27,6 +28,19 @@ STRATEGY_MEANING = {
     "threadlocal": "each thread reads and writes through its own store, BEGIN IMMEDIATE; "
                    "SQLite's lock and the on_locked policy decide",
 }
+POSTGRES_LOCKED = ("a serialization failure, a deadlock or a lock not had within timeout "
+                   "(lock_timeout) counts as locked, and the on_locked policy decides")
+POSTGRES_MEANING = {
+    "queue": "one writer thread owns the only write connection and group-commits queued "
+             "units, so units never conflict with each other; every thread reads through "
+             "its own read-only store in autocommit mode",
+    "single": "one worker thread runs every read and write; get_store is refused",
+    "mutex": "each thread writes through its own connection under a per-database mutex; "
+             + POSTGRES_LOCKED,
+    "threadlocal": "the default on PostgreSQL: each thread reads and writes through its own "
+                   "connection, concurrently; " + POSTGRES_LOCKED,
+}
+PEEWEE_INSTALL = "pip install 'sqlite_storemgr[bench]'"
 
 
 def _names(option: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -39,9 +53,50 @@ def _names(option: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+def _peewee_problem(workload: str, postgres: bool) -> str | None:
+    """Why the peewee baseline cannot run in this benchmark, or None when it can."""
+    if postgres:
+        return "peewee's SqliteQueueDatabase runs on SQLite only"
+    if workload == "rmw":
+        return ("peewee's SqliteQueueDatabase runs one statement per item: it cannot "
+                "express a read-then-write unit")
+    try:
+        importlib.import_module("playhouse.sqliteq")
+    except ImportError:
+        return f"peewee is not installed; {PEEWEE_INSTALL} brings it"
+    return None
+
+
+def _baselines(args: argparse.Namespace, postgres: bool) -> tuple[str, ...]:
+    """The baselines to run, decided before any runs.
+
+    One asked for with --baselines that cannot run is an error; from the
+    default list it is skipped with a note on stderr, never silently.
+    """
+    asked = args.baselines is not None
+    baselines = (_names("--baselines", args.baselines, bench.BASELINES) if asked
+                 else bench.BASELINES)
+    problem = _peewee_problem(args.workload, postgres) if "peewee" in baselines else None
+    if problem is None:
+        return baselines
+    if asked:
+        raise ConfigError(f"baseline peewee cannot run: {problem}")
+    print(f"storemgr: skipping the peewee baseline: {problem}", file=sys.stderr)
+    return tuple(name for name in baselines if name != "peewee")
+
+
+def _run_directory(config: SQLiteConfig) -> str:
+    """The existing directory of a ``sqlite:`` file, where bench makes its runs' files."""
+    directory = os.path.dirname(os.path.abspath(config.path))
+    if not os.path.isdir(directory):
+        problem = (f"{directory!r} is not a directory" if os.path.exists(directory)
+                   else f"the directory {directory!r} does not exist")
+        raise ConfigError(f"bench: {problem}; name a file in an existing directory")
+    return directory
+
+
 def _bench(args: argparse.Namespace) -> int:
     strategies = _names("--strategies", args.strategies, STRATEGIES)
-    baselines = _names("--baselines", args.baselines, bench.BASELINES)
     directory = postgres = None
     database = f"SQLite {dbapi.sqlite_version}"
     config = parse_uri(args.uri) if args.uri else None
@@ -49,8 +104,8 @@ def _bench(args: argparse.Namespace) -> int:
         postgres = config  # every setup recreates the benchmark tables there
         database = config.describe()
     elif args.uri:
-        config = _sqlite_file(args.uri, "bench")  # its directory holds the runs
-        directory = os.path.dirname(os.path.abspath(config.path))
+        directory = _run_directory(_sqlite_file(args.uri, "bench"))
+    baselines = _baselines(args, postgres is not None)
     with _progress(args) as progress:
         results = bench.run(args.threads, args.units, args.workload, args.synchronous,
                             strategies, directory, progress=progress, baselines=baselines,
@@ -102,22 +157,34 @@ def _sqlite_file(uri: str, command: str) -> SQLiteConfig:
     return config
 
 
+def _require_file(path: str, command: str) -> None:
+    """Refuse ``path`` unless it is an existing file: the commands never create one."""
+    if not os.path.exists(path):
+        raise ConfigError(f"no database file at {path!r}; {command} never creates one")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path!r} is a directory, not a database file")
+
+
 def _pragmas_in_effect(config: SQLiteConfig) -> dict:
-    """The pragmas a manager's connection has, read without changing the file.
+    """The pragmas a manager's connection has, by the names URIs use, read without changes.
 
     The connection is opened read-only, so the file's journal mode is reported
     as it is rather than switched; a missing file is refused, not created.
     """
-    if config.path is not None and not os.path.exists(config.path):
-        raise ConfigError(f"no database file at {config.path!r}; info never creates one")
+    if config.path is not None:
+        _require_file(config.path, "info")
     database = SQLiteDatabase(config)
-    connection = database.raw_connect(read_only=True)
     try:
-        return {name: connection.execute(f"PRAGMA {name}").fetchone()[0]
-                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+        with closing(database.raw_connect(read_only=True)) as connection:
+            journal_mode, synchronous, foreign_keys, busy_timeout = (
+                connection.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout"))
+    except dbapi.DatabaseError as error:  # Storm's message names the file and the reason
+        raise ConfigError(str(error)) from None
     finally:
-        connection.close()
         database.dispose()
+    return {"journal_mode": journal_mode, "synchronous": SYNCHRONOUS[synchronous],
+            "foreign_keys": "on" if foreign_keys else "off", "busy_timeout_ms": busy_timeout}
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -131,7 +198,7 @@ def _info(args: argparse.Namespace) -> int:
            {"isolation": config.isolation}),
         "versions": {"sqlite": dbapi.sqlite_version, "pysqlite3": metadata.version("pysqlite3"),
                      "storm": storm.version},
-        "meaning": STRATEGY_MEANING[config.strategy],
+        "meaning": (SQLITE_MEANING if sqlite else POSTGRES_MEANING)[config.strategy],
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -145,8 +212,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = _sqlite_file(args.uri, "check")
-    if not os.path.exists(config.path):
-        raise ConfigError(f"no database file at {config.path!r}")
+    _require_file(config.path, "check")
     wal = config.path + "-wal"
     try:
         with closing(dbapi.connect(config.path, isolation_level=None,
@@ -157,8 +223,7 @@ def _check(args: argparse.Namespace) -> int:
                 if busy:
                     print("checkpoint: busy (a reader or writer is active); WAL not truncated")
     except dbapi.DatabaseError as error:
-        print(f"{config.path}: not a usable SQLite database: {error}")
-        return 2
+        raise ConfigError(f"{config.path}: not a usable SQLite database: {error}") from None
     wal_size = os.path.getsize(wal) if os.path.exists(wal) else 0
     ok = rows == ["ok"]
     print(f"integrity_check: {'ok' if ok else '; '.join(rows)}")
@@ -180,6 +245,7 @@ def _positive(kind: type) -> Callable[[str], float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="storemgr", description="Thread-safe Storm stores on SQLite: benchmark and inspect.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("bench", help="benchmark every strategy against baselines",
@@ -195,22 +261,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--synchronous", choices=SYNCHRONOUS, default="full")
     run.add_argument("--strategies", default=",".join(STRATEGIES),
                      help="comma-separated (default: all)")
-    run.add_argument("--baselines", default=",".join(bench.BASELINES),
-                     help="comma-separated, or none (default: all); the serial ceiling "
-                     "always runs")
+    run.add_argument("--baselines",
+                     help=f"comma-separated from {','.join(bench.BASELINES)}, or none "
+                     "(default: all, skipping peewee with a note where it cannot run; asked "
+                     "for, that is an error); the serial ceiling always runs")
     run.add_argument("--max-seconds", type=_positive(float), default=bench.DEFAULT_MAX_SECONDS,
                      help="a setup starts no unit after this many seconds "
                      "(default: %(default)s)")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(handler=_bench)
 
-    info = commands.add_parser("info", help="resolved configuration and pragmas in effect")
-    info.add_argument("uri")
-    info.add_argument("--json", action="store_true")
+    info = commands.add_parser(
+        "info", help="resolved configuration and pragmas in effect",
+        description="What a URI resolves to: its options, the pragmas a manager's connection "
+                    "has on the file (read-only: the file is neither created nor converted), "
+                    "the library versions, and what the strategy means there. A postgres:// "
+                    "URI is described without connecting.")
+    info.add_argument("uri", help="a sqlite: URI naming an existing database file (sqlite: "
+                      "alone: the in-memory database), or a postgres:// URI")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=_info)
 
-    check = commands.add_parser("check", help="integrity check and WAL size")
-    check.add_argument("uri")
+    check = commands.add_parser(
+        "check", help="integrity check and WAL size",
+        description="PRAGMA integrity_check on a SQLite file, and the size of its WAL. Exit "
+                    "status 1 when the check finds damage, 2 when the file cannot be checked.")
+    check.add_argument("uri", help="a sqlite: URI naming an existing database file")
     check.add_argument("--checkpoint", action="store_true", help="truncate the WAL")
     check.set_defaults(handler=_check)
     return parser

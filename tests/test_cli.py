@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
 STRATEGIES = ("queue", "single", "mutex", "threadlocal")
 CEILING = "serial ceiling (raw, 1 thread)"
 SMALL_BENCH = ("--units", "300", "--threads", "4")
+BENCH_INSTALL = "pip install 'sqlite_storemgr[bench]'"
 
 
 def storemgr(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
@@ -24,9 +26,31 @@ def storemgr(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedP
                           text=True, timeout=timeout, env=ENV, **kwargs)
 
 
+def main_without(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``cli.main(args)`` in a subprocess where ``module`` cannot be imported (not installed)."""
+    code = (f"import sys; sys.modules[{module!r}] = None; "
+            f"from sqlite_storemgr.cli import main; sys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=50, env=ENV)
+
+
 def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def refusal(result: subprocess.CompletedProcess) -> str:
+    """The one stderr line of a command refused with exit status 2 and no output."""
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout == ""
+    line, = result.stderr.splitlines()  # one line: no traceback
+    assert line.startswith("storemgr: ")
+    return line
+
+
+def pyproject_version() -> str:
+    with open(os.path.join(ROOT, "pyproject.toml")) as file:
+        return re.search(r'(?m)^version = "([^"]+)"', file.read())[1]
 
 
 def make_database(path, rows: int = 0, journal_mode: str = "wal") -> None:
@@ -43,16 +67,47 @@ def make_database(path, rows: int = 0, journal_mode: str = "wal") -> None:
 
 # -- help ------------------------------------------------------------------
 
+HELP_TEXTS = {
+    "main": ["--version", "bench", "info", "check"],
+    "bench": ["--threads", "--units", "--workload", "--synchronous", "--strategies",
+              "--baselines", "--max-seconds", "--json", "mixed"],
+    "info": ["What a URI resolves to", "described without connecting",
+             "uri a sqlite: URI naming an existing database file", "--json machine-readable"],
+    "check": ["PRAGMA integrity_check on a SQLite file", "Exit status 1",
+              "uri a sqlite: URI naming an existing database file", "--checkpoint truncate"],
+}
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("command", [[], ["bench"], ["info"], ["check"]],
-                         ids=["main", "bench", "info", "check"])
+@pytest.mark.parametrize("command", HELP_TEXTS)
 def test_help_works_for_every_command(command):
-    out = ok(storemgr(*command, "--help"))
+    out = ok(storemgr(*([] if command == "main" else [command]), "--help"))
     assert out.startswith("usage: storemgr")
-    if command == ["bench"]:
-        for option in ("--threads", "--units", "--workload", "--synchronous", "--strategies",
-                       "--baselines", "--max-seconds", "--json", "mixed"):
-            assert option in out
+    words = " ".join(out.split())  # argparse wraps at the terminal's width
+    for text in HELP_TEXTS[command]:
+        assert text in words
+
+
+@pytest.mark.timeout(60)
+def test_version_option_and_attribute():
+    import sqlite_storemgr
+
+    assert sqlite_storemgr.__version__ == pyproject_version()
+    assert "__version__" in sqlite_storemgr.__all__
+    result = storemgr("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, f"storemgr {pyproject_version()}\n", "")
+
+
+@pytest.mark.timeout(60)
+def test_version_without_package_metadata_is_pyproject_s():
+    code = ("import importlib.metadata as m\n"
+            "def missing(name): raise m.PackageNotFoundError(name)\n"
+            "m.version = missing\n"
+            "import sqlite_storemgr; print(sqlite_storemgr.__version__)")
+    out = ok(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=50, env=ENV))
+    assert out == f"{pyproject_version()}\n"
 
 
 def test_no_command_is_a_usage_error():
@@ -141,11 +196,48 @@ def test_bench_max_seconds_stops_a_setup_and_says_so():
     (["--baselines", "sqlite"], "'sqlite'"),
     (["--threads", "0"], "--threads"),
     (["--workload", "bulk"], "--workload"),
+    (["--workload", "rmw", "--baselines", "peewee", "--units", "10"],
+     "baseline peewee cannot run: peewee's SqliteQueueDatabase runs one statement per item"),
+    (["postgres://someone@127.0.0.1:1/app", "--baselines", "storm,peewee", "--units", "10"],
+     "baseline peewee cannot run: peewee's SqliteQueueDatabase runs on SQLite only"),
 ])
 def test_bench_rejects_bad_options(args, needle):
     result = storemgr("bench", *args)
     assert result.returncode == 2
     assert needle in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("baselines", ["peewee", "transaction,peewee"])
+def test_bench_asked_for_peewee_without_it_fails_before_running(baselines):
+    result = main_without("peewee", "bench", "--baselines", baselines, "--units", "10")
+    assert refusal(result) == (f"storemgr: baseline peewee cannot run: peewee is not "
+                               f"installed; {BENCH_INSTALL} brings it")
+
+
+@pytest.mark.timeout(120)
+def test_bench_default_baselines_without_peewee_say_they_skip_it():
+    result = main_without("peewee", "bench", "--units", "100", "--threads", "2",
+                          "--strategies", "queue", "--json")
+    names = by_name(json.loads(ok(result)))
+    assert result.stderr == (f"storemgr: skipping the peewee baseline: peewee is not "
+                             f"installed; {BENCH_INSTALL} brings it\n")
+    assert "Storm as-is (Store per thread)" in names
+    assert not any("peewee" in name for name in names)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("uri, problem", [
+    ("sqlite:missingdir/x.db", "the directory {!r} does not exist"),
+    ("sqlite:notes.txt/x.db", "{!r} is not a directory"),
+])
+def test_bench_in_a_directory_that_is_not_one_says_so(tmp_path, uri, problem):
+    (tmp_path / "notes.txt").write_text("not a directory\n")
+    directory = os.path.join(os.path.realpath(tmp_path), uri[len("sqlite:"):-len("/x.db")])
+    line = refusal(storemgr("bench", uri, "--units", "10", cwd=tmp_path))
+    assert line == (f"storemgr: bench: {problem.format(directory)}; "
+                    "name a file in an existing directory")
 
 
 def read_progress(master: int, chunks: list[bytes]) -> None:
@@ -198,7 +290,7 @@ def info_pragmas(uri: str) -> dict:
 def test_info_shows_the_default_pragmas_in_effect(tmp_path):
     make_database(tmp_path / "app.db")
     out = ok(storemgr("info", f"sqlite:{tmp_path / 'app.db'}"))
-    for text in ("journal_mode=wal", "synchronous=2", "foreign_keys=1", "busy_timeout=5000",
+    for text in ("journal_mode=wal, synchronous=full, foreign_keys=on, busy_timeout_ms=5000",
                  "strategy     queue", "on_locked    retry"):
         assert text in out
     assert "sqlite=" in out and "storm=" in out
@@ -209,9 +301,11 @@ def test_info_json_follows_the_uri_options(tmp_path):
     path = tmp_path / "app.db"
     make_database(path)
     pragmas = info_pragmas(f"sqlite:{path}?synchronous=normal&timeout=0.3&foreign_keys=off")
-    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 0,
-                       "busy_timeout": 300}
-    assert info_pragmas(f"sqlite:{path}?synchronous=off&timeout=12")["busy_timeout"] == 12000
+    assert pragmas == {"journal_mode": "wal", "synchronous": "normal", "foreign_keys": "off",
+                       "busy_timeout_ms": 300}
+    pragmas = info_pragmas(f"sqlite:{path}?synchronous=off&timeout=12")
+    assert pragmas["synchronous"] == "off" and pragmas["busy_timeout_ms"] == 12000
+    assert info_pragmas(f"sqlite:{path}?synchronous=extra")["synchronous"] == "extra"
 
 
 @pytest.mark.timeout(60)
@@ -241,6 +335,22 @@ def test_info_with_a_bad_option_fails_naming_it(tmp_path, query, names):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["info", "check"])
+@pytest.mark.parametrize("kind", ["text", "directory"])
+def test_info_and_check_refuse_what_is_not_a_database_file(tmp_path, command, kind):
+    path = tmp_path / "notes"
+    if kind == "text":
+        path.write_text("these are not the pages you are looking for\n" * 200)
+    else:
+        path.mkdir()
+    line = refusal(storemgr(command, f"sqlite:{path}"))
+    assert str(path) in line
+    assert ("file is not a database" if kind == "text" else
+            f"{str(path)!r} is a directory, not a database file") in line
+
+
+@pytest.mark.timeout(60)
 def test_info_on_a_postgres_uri_shows_its_configuration_without_connecting():
     report = json.loads(ok(storemgr("info", "postgres://someone:secret@localhost/app"
                                             "?isolation=serializable&timeout=2", "--json")))
@@ -248,6 +358,28 @@ def test_info_on_a_postgres_uri_shows_its_configuration_without_connecting():
     assert report["isolation"] == "serializable" and report["timeout"] == 2.0
     assert "pragmas" not in report
     assert "secret" not in json.dumps(report)
+
+
+POSTGRES_MEANING = {
+    "threadlocal": ["the default on PostgreSQL", "its own connection, concurrently",
+                    "serialization failure", "deadlock", "lock_timeout", "on_locked"],
+    "mutex": ["per-database mutex", "serialization failure", "deadlock", "lock_timeout"],
+    "queue": ["one writer thread", "never conflict", "read-only store in autocommit mode"],
+    "single": ["one worker thread runs every read and write"],
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy", POSTGRES_MEANING)
+def test_info_on_postgres_says_what_the_strategy_means_there(strategy):
+    """Nothing listens on port 1: were info to connect, it would fail."""
+    query = "" if strategy == "threadlocal" else f"?strategy={strategy}"
+    out = ok(storemgr("info", f"postgres://someone@127.0.0.1:1/app{query}"))
+    meaning = next(line for line in out.splitlines() if line.startswith("meaning"))
+    assert f"strategy     {strategy}" in out
+    assert "BEGIN IMMEDIATE" not in meaning and "SQLite" not in meaning
+    for text in POSTGRES_MEANING[strategy]:
+        assert text in meaning
 
 
 # -- check -----------------------------------------------------------------
@@ -273,11 +405,8 @@ def test_bench_on_an_unreachable_postgres_server_fails_cleanly():
 @pytest.mark.timeout(60)
 def test_bench_on_postgres_without_psycopg2_says_how_to_install_it():
     """The postgres extra is optional: its absence is a clear error, not a traceback."""
-    code = ("import sys; sys.modules['psycopg2'] = None; "  # what a venv without it gives
-            "from sqlite_storemgr.cli import main; "
-            "sys.exit(main(['bench', 'postgres://someone:pw@127.0.0.1:1/app', '--units', '10']))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=50)
+    result = main_without("psycopg2", "bench", "postgres://someone:pw@127.0.0.1:1/app",
+                          "--units", "10")
     assert result.returncode == 2, result.stderr
     assert "pip install 'sqlite_storemgr[postgres]'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -325,10 +454,8 @@ def test_check_lists_what_integrity_check_found(tmp_path):
 def test_check_a_file_that_is_not_a_database_fails(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("these are not the pages you are looking for\n" * 200)
-    result = storemgr("check", f"sqlite:{path}")
-    assert result.returncode != 0
-    assert "not a usable SQLite database" in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+    line = refusal(storemgr("check", f"sqlite:{path}"))
+    assert line == f"storemgr: {path}: not a usable SQLite database: file is not a database"
 
 
 @pytest.mark.timeout(60)
