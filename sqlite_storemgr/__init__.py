@@ -19,10 +19,10 @@ from typing import Any, Callable, TypeVar
 from storm.store import Store
 
 from .errors import (
-    ConfigError, DatabaseLockedError, DatabaseMovedError, ManagerClosedError, QueueFullError,
-    ReadOnlyStoreError, StoreManagerError, StrategyError, TransactionControlError, TransactionDoomedError,
-    WriterBrokenError,
-    WrongThreadError)
+    ConfigError, DatabaseLockedError, DatabaseMovedError, ForkLockedError,
+    InheritedConnectionError, ManagerClosedError, QueueFullError, ReadOnlyStoreError,
+    StoreManagerError, StrategyError, TransactionControlError, TransactionDoomedError,
+    WriterBrokenError, WrongThreadError)
 from .manager import StoreManager
 from .shutdown import drain_on_sigterm
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
@@ -31,7 +31,8 @@ __all__ = [
     "__version__", "StoreManager", "SQLiteConfig", "PostgresConfig", "parse_uri",
     "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
     "stats", "close", "default_manager", "drain_on_sigterm",
-    "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ManagerClosedError",
+    "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ForkLockedError",
+    "InheritedConnectionError", "ManagerClosedError",
     "QueueFullError", "ReadOnlyStoreError", "StoreManagerError", "StrategyError",
     "TransactionControlError", "TransactionDoomedError",
     "WriterBrokenError", "WrongThreadError",

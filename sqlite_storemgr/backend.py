@@ -39,6 +39,7 @@ from storm.databases.sqlite import SQLiteResult
 from storm.tracer import _tracers, trace
 from storm.uri import URI
 
+from . import forking
 from .errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError
 from .uri import SQLiteConfig, config_from_storm_uri
 
@@ -133,13 +134,23 @@ class WriteTracking:
     """
 
     read_only = False
+    refuse_writes = False  # a read() block or read unit on a writable connection
     _wrote = False
     _raw_connection: Any
 
     @property
     def raw(self) -> Any:
-        """The DB-API connection underneath, for code that shares it (sqlite_storemgr.sqlalchemy)."""
-        return self._raw_connection
+        """The DB-API connection underneath; ClosedError (never None) once it was closed.
+
+        Unguarded: a close() from another thread may land right after this
+        returns.  Code beside Storm on a SQLite store goes through
+        `SharedCursor` and `shared_attribute` instead, which hold the use lock.
+        """
+        raw = self._raw_connection
+        if raw is None or self._closed:
+            closed_error = getattr(self, "_closed_error", None)  # SQLite's names the file
+            raise closed_error() if closed_error else ClosedError("the connection is closed")
+        return raw
 
     def note_statement(self, statement: str) -> None:
         """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
@@ -152,7 +163,7 @@ class WriteTracking:
         return self._wrote and self.in_transaction
 
     def check_writable(self) -> None:
-        if self.read_only:
+        if self.read_only or self.refuse_writes:
             raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
 
 
@@ -166,11 +177,57 @@ class _GuardedResult(SQLiteResult):
             self._raw_cursor = None
 
 
+class _GuardedMethod:
+    """A method of a store connection's pysqlite3 connection or cursor, called as Storm's calls are.
+
+    Each call looks the method up again under the connection's use lock, once
+    the connection is checked open: a close() from another thread between the
+    lookup and the call gives ClosedError, never a call into a closed connection.
+    """
+
+    __slots__ = ("_connection", "_cursor", "_name")
+
+    def __init__(self, connection: "SQLiteConnection", cursor: Any, name: str):
+        self._connection = connection
+        self._cursor = cursor
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._connection._use:
+            raw = self._connection._live_raw()
+            target = raw if self._cursor is None else self._cursor
+            return getattr(target, self._name)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<guarded {self._name} of {self._connection._database.config.describe()}>"
+
+
+def shared_attribute(connection: "SQLiteConnection", name: str, cursor: Any = None) -> Any:
+    """Attribute ``name`` of the connection's pysqlite3 connection (or of ``cursor``, one of its cursors).
+
+    Read under the use lock; ClosedError naming the file once the connection
+    was closed.  A method comes back as a `_GuardedMethod`, checked again at
+    each call.  For code beside Storm (``SharedCursor``, SQLAlchemy's
+    ``SharedConnection``): never the raw connection's attributes unguarded.
+    """
+    if name.startswith("_"):  # private and special names are the wrapper's own business
+        raise AttributeError(name)
+    with connection._use:
+        raw = connection._live_raw()
+        target = raw if cursor is None else cursor
+        value = getattr(target, name)
+    if getattr(value, "__self__", None) is target:  # a bound method of the target
+        return _GuardedMethod(connection, cursor, name)
+    return value
+
+
 class SharedCursor:
     """A DB-API cursor on a store's connection for code beside Storm (SQLAlchemy).
 
     Each call runs under the connection's use lock, as Storm's own do, so a
-    ``close()`` from another thread cannot pull the connection from under it.
+    ``close()`` from another thread cannot pull the connection from under it;
+    once it was closed, every call and attribute (but ``close()``, which stays
+    quiet for cleanup) raises ClosedError naming the file.
     """
 
     def __init__(self, connection: "SQLiteConnection"):
@@ -213,7 +270,9 @@ class SharedCursor:
         return row
 
     def __getattr__(self, name: str) -> Any:  # description, rowcount, lastrowid, arraysize
-        return getattr(self._cursor, name)
+        if name.startswith("_"):  # e.g. _cursor itself, if __init__ raised
+            raise AttributeError(name)
+        return shared_attribute(self._connection, name, self._cursor)
 
 
 class SQLiteConnection(WriteTracking, StormSQLiteConnection):
@@ -228,6 +287,9 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
 
     _in_transaction = False
     _reopen_pending = False
+    # Storm's rule: a read begins a transaction that lasts until commit or rollback.
+    # The manager's stores turn it off outside units (autocommit reads, no snapshot held).
+    reads_begin_transaction = True
     result_factory = _GuardedResult
 
     def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
@@ -235,7 +297,9 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         self._database = database
         self._event = event
         self._use = threading.RLock()
-        self._raw_connection = database.raw_connect(read_only=read_only)
+        forking.register(self)  # held back while a fork is pending
+        with self._use:  # opening runs inside SQLite: a fork waits for it (see forking)
+            self._raw_connection = database.raw_connect(read_only=read_only)
         # The file as SQLite resolved it at open (a relative path: from the cwd of now).
         self._file_path = database.absolute_path()
         self._file_identity = database.file_identity(self._file_path)
@@ -245,15 +309,44 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         return self._in_transaction
 
     def begin_write(self) -> None:
-        """Open a write transaction now (``BEGIN IMMEDIATE``), waiting for the lock."""
+        """Open a write transaction now (``BEGIN IMMEDIATE``), waiting for the lock.
+
+        The wait is bounded by the busy timeout (`set_busy_timeout`).  Under
+        ``threadlocal`` this process's threads wait for the lock in turn, not
+        in SQLite's busy handler, which lets one of them starve (`lock_wait`).
+        """
         self.check_writable()
-        self._begin("BEGIN IMMEDIATE")
+        if self._database.config.strategy != "threadlocal":
+            self._begin("BEGIN IMMEDIATE")
+            return
+        from .lock_wait import begin_in_turn
+
+        def sqlite_wait(ms: int) -> None:  # whole seconds without a statement (no GIL release)
+            with self._use:
+                raw = self._live_raw()
+                if ms % 1000 == 0 and hasattr(raw, "set_busy_timeout"):
+                    raw.set_busy_timeout(ms // 1000)
+                else:
+                    self._execute_raw("PRAGMA busy_timeout = %d" % ms, ())
+
+        begin_in_turn(self, self._file_identity or self._file_path or self._database._target,
+                      self.__dict__.get("_busy_wait", self._database.config.timeout),
+                      lambda: self._begin("BEGIN IMMEDIATE"), sqlite_wait)
 
     def begin_read(self) -> None:
         """Open a deferred transaction: one consistent snapshot from its first read."""
         self._begin("BEGIN")
 
     def _begin(self, statement: str) -> None:
+        forking.began(self, statement == "BEGIN IMMEDIATE")  # held back while a fork is pending
+        try:
+            self._begin_now(statement)
+        except BaseException:
+            if not self._in_transaction:
+                forking.ended(self)  # it never began
+            raise
+
+    def _begin_now(self, statement: str) -> None:
         self._ensure_connected()
         if statement == "BEGIN IMMEDIATE":
             if self._file_moved():
@@ -282,20 +375,22 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
             return self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
 
     def set_busy_timeout(self, seconds: float) -> None:
-        """How long SQLite waits for a lock in the next statements."""
+        """How long SQLite waits for a lock in the next statements (`begin_write` too)."""
         self._execute_raw("PRAGMA busy_timeout = %d" % max(0, int(seconds * 1000)), ())
+        self._busy_wait = max(0.0, seconds)
 
     def raw_execute(self, statement: str, params: Any = None) -> Any:
-        if not (self._wrote and self._in_transaction):  # else already a writing transaction
+        if not (self._wrote and self._in_transaction) or self.refuse_writes:
             writes = is_write_statement(statement)
             if writes:
                 self.check_writable()
-            if not self._in_transaction and not self.read_only:
+            if not self._in_transaction and (
+                    writes or (self.reads_begin_transaction and not self.read_only)):
                 self._begin("BEGIN IMMEDIATE" if writes else "BEGIN")
             if writes:
                 self._wrote = True
         args = tuple(self.to_database(params)) if params else ()
-        if self.read_only and not self._in_transaction:
+        if not self._in_transaction:  # an autocommit read: it must not keep a snapshot
             with self._use:  # run and fetch in one hold: no close() comes in between
                 return _FetchedCursor(self._run(statement, params, args))
         return self._run(statement, params, args)
@@ -357,6 +452,7 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
                 wrote = self._wrote
                 self._execute_raw("COMMIT", ())
                 self._in_transaction = False
+                forking.ended(self)
                 self._wrote = False
                 if wrote:
                     self._check_file_unmoved()
@@ -379,6 +475,7 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
                 if self._in_transaction and self._raw_connection is not None:
                     self._in_transaction = False
                     self._wrote = False
+                    forking.ended(self)  # a fork waits for _use, so for this ROLLBACK too
                     if self._raw_connection.in_transaction:
                         self._execute_raw("ROLLBACK", ())
         finally:
@@ -392,8 +489,13 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
 
     def close(self) -> None:
         """Close now, or as soon as a call another thread has under way returns."""
+        if forking.inherited(self):
+            return  # a forked child never closes its parent's connection (see forking)
         with self._use:
-            super().close()
+            try:
+                super().close()
+            finally:
+                forking.closed(self)
 
     def _reopen(self) -> None:
         """Open the file again: one found read-only at open stays so for the connection."""

@@ -8,7 +8,7 @@ working.
 
 from __future__ import annotations
 
-from storm.exceptions import OperationalError
+from storm.exceptions import ClosedError, OperationalError
 
 
 class StoreManagerError(Exception):
@@ -70,3 +70,11 @@ class DatabaseMovedError(StoreManagerError, OperationalError):
     Writes through such a connection go to the old file, not to the path: they
     are refused (never acknowledged).  Close the manager and configure it again.
     """
+
+
+class ForkLockedError(DatabaseLockedError):
+    """This process was forked while a transaction on the file was open: it can never write it."""
+
+
+class InheritedConnectionError(ClosedError):
+    """A connection inherited from the parent process by ``os.fork()``: the child must not use it."""

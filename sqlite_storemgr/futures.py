@@ -18,6 +18,12 @@ other than the main thread relay the wake-up: the main thread alone can be
 interrupted (a signal handler raising KeyboardInterrupt), so the chain never
 depends on it.  Done-callbacks run after the wake-ups, so a callback that
 raises cannot strand a waiter.
+
+Two hooks serve the writer queue: ``runner`` (whoever runs the unit) is asked
+before a thread blocks, so the writer thread waiting for its own unit raises
+instead of hanging; ``on_result`` runs in each thread that takes the outcome
+(`result()`, `exception()`), so that thread's cached Storm objects show the
+write it was told of (read-your-writes).
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ from _thread import allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError
 from concurrent.futures._base import (
     CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING)
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
 class UnitFuture(Future):
     """A Future for one unit of work: same interface, no Condition unless asked for."""
+
+    runner: Any = None  # has refuse_waiting_on_itself(): called before a thread blocks
+    on_result: Callable[[], None] | None = None  # run in the thread that takes the outcome
 
     def __init__(self) -> None:  # deliberately not Future.__init__: it builds a Condition
         self._guard = allocate_lock()
@@ -123,6 +132,8 @@ class UnitFuture(Future):
         A relaying sleeper (not the main thread) is relied on to wake the next
         future's waiters once it is woken, so it does so however it leaves.
         """
+        if self.runner is not None:
+            self.runner.refuse_waiting_on_itself()
         relays = threading.current_thread() is not threading.main_thread()
         with self._guard:
             if self._state in _ENDED:
@@ -147,6 +158,8 @@ class UnitFuture(Future):
             self._wait(timeout)
         if self._state != FINISHED:
             raise CancelledError()
+        if self.on_result is not None:
+            self.on_result()
         if self._exception is not None:
             try:
                 raise self._exception
@@ -159,6 +172,8 @@ class UnitFuture(Future):
             self._wait(timeout)
         if self._state != FINISHED:
             raise CancelledError()
+        if self.on_result is not None:
+            self.on_result()
         return self._exception
 
 

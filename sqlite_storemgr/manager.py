@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
+from dataclasses import replace
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -62,6 +63,9 @@ class StoreManager:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a database name must be a non-empty string, not {name!r}")
         config = parse_uri(uri)
+        if isinstance(config, SQLiteConfig) and config.path is not None:
+            # Resolved once, here: a later os.chdir() must not lead a new thread to another file.
+            config = replace(config, path=os.path.abspath(config.path))
         with self._lock:
             self._check_open()
             if name in self._strategies:

@@ -3,10 +3,10 @@
 The strategies, lock policies and units are the same as on SQLite; what
 "locked" means differs: a serialization failure, a deadlock, or a lock not had
 within ``lock_timeout`` (set from ``timeout``).  Each is raised with a
-``busy_phase`` so the policy rolls back and re-runs the whole unit.  Read-only
-connections run in autocommit mode with ``default_transaction_read_only``, so a
-pooled reader never sits idle in a transaction; ``read()`` opens one explicit
-REPEATABLE READ snapshot.
+``busy_phase`` so the policy rolls back and re-runs the whole unit.  Outside a
+unit every connection reads in autocommit mode (read-only ones also with
+``default_transaction_read_only``), so a pooled thread never sits idle in a
+transaction; a write, a unit or ``read()`` (one snapshot) begins one.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ _IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 class ManagedPostgresConnection(WriteTracking, PostgresConnection):
     """A Storm PostgreSQL connection that classifies "locked" errors and knows read-only mode."""
+
+    reads_begin_transaction = True  # Storm's rule; the manager's stores turn it off outside units
+    _begin_next = False  # begin_write()/begin_read() were called: the next statement begins one
 
     def __init__(self, database: "PostgresDatabase", event: Any = None, read_only: bool = False):
         self.read_only = read_only
@@ -61,13 +64,16 @@ class ManagedPostgresConnection(WriteTracking, PostgresConnection):
         return raw is not None and not raw.closed and raw.info.transaction_status != _IDLE
 
     def begin_write(self) -> None:
-        """PostgreSQL opens the transaction at the first statement; nothing to wait for here."""
+        """PostgreSQL opens the transaction at the next statement; nothing to wait for here."""
         self.check_writable()
         self._wrote = False
+        self._begin_next = True
 
     def begin_read(self) -> None:
         if self.read_only:
             self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", noresult=True)
+        else:
+            self._begin_next = True
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a statement waits for a row or table lock (``lock_timeout``)."""
@@ -96,6 +102,9 @@ class ManagedPostgresConnection(WriteTracking, PostgresConnection):
             self.check_writable()
         if not self.in_transaction:
             self._wrote = False
+            if not self.read_only:  # psycopg2 begins a transaction at the next statement unless
+                self._raw_connection.autocommit = not (
+                    writes or self.reads_begin_transaction or self._begin_next)
         try:
             cursor = super().raw_execute(statement, params)
         except Error as error:
@@ -113,13 +122,13 @@ class ManagedPostgresConnection(WriteTracking, PostgresConnection):
         except Error as error:
             _classify(error, BUSY_COMMIT)
             raise
-        self._wrote = False
+        self._wrote = self._begin_next = False
 
     def rollback(self, xid: Any = None) -> None:
         if self.read_only and self.in_transaction:
             self.execute("ROLLBACK", noresult=True)
         super().rollback(xid)
-        self._wrote = False
+        self._wrote = self._begin_next = False
 
 
 def _classify(error: Error, phase: str) -> None:

@@ -2,10 +2,13 @@
 
 `ManagedStore` adds to Storm's Store what a store shared over time needs:
 
-- a read-only store reads in autocommit mode, so Storm's object cache could
-  serve data another connection has since changed; it checks SQLite's
-  ``PRAGMA data_version`` before each query and drops its cache when the
-  database changed (read-your-writes across the writer thread);
+- outside a unit every store reads in autocommit mode (no snapshot is held
+  between calls), so Storm's object cache could serve data another connection
+  has since changed: the store checks SQLite's ``PRAGMA data_version`` before
+  each query and at the start of every transaction, and drops its cache when
+  the database changed (read-your-writes across threads and connections);
+- it owns its nesting state: units enter and leave it (`enter_unit`), and
+  while one runs, its user code may not end the transaction;
 - a unit that fails inside a savepoint must leave no trace in Storm's cache
   either: `discard_unflushed()` is the object half of ``Store.rollback()``.
 """
@@ -15,16 +18,61 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from storm.store import PENDING_ADD, PENDING_REMOVE, Store
+from storm.database import Result
+from storm.references import BoundReferenceSetBase
+from storm.store import PENDING_ADD, PENDING_REMOVE, ResultSet, Store
 
 from .backend import SQLiteConnection, SQLiteDatabase
-from .errors import TransactionControlError, TransactionDoomedError, WrongThreadError
+from .errors import (
+    StoreManagerError, TransactionControlError, TransactionDoomedError, WrongThreadError)
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+_STORE_BOUND = (Store, ResultSet, Result, BoundReferenceSetBase)
+
+
+def refuse_store_bound(value: Any) -> None:
+    """Raise if ``value`` holds anything bound to a store: it must not leave its unit.
+
+    Storm objects, result sets, query results, reference sets and stores are
+    found through lists, tuples, sets and dicts (keys and values) to any depth,
+    since ``return [store.get(...)]`` leaks as surely as the object itself.  The
+    `Result` of a statement that returns no rows (``store.execute("INSERT ...")``)
+    has nothing to read from the connection and may be returned.
+    """
+    if type(value) in _PLAIN:
+        return
+    pending = [value]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if isinstance(item, Result) and not _has_rows(item):
+            continue
+        if hasattr(kind, "__storm_table__") or isinstance(item, _STORE_BOUND):
+            raise StoreManagerError(
+                f"the unit returned a {kind.__name__} (in its {type(value).__name__} result), "
+                "which is bound to the unit's store and may not leave the unit; "
+                "return plain values (e.g. ids, or rows as tuples) instead")
+        if kind in _CONTAINERS and id(item) not in seen:  # every one is alive in value
+            seen.add(id(item))
+            if kind is dict:
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            else:
+                pending.extend(item)
 
 
 def _doomed(name: str, cause: BaseException) -> TransactionDoomedError:
     return TransactionDoomedError(
         f"the transaction on {name!r} is doomed: an inner unit failed with {cause!r}; "
         "it was rolled back and nothing of it is committed")
+
+
+def _has_rows(result: Result) -> bool:
+    """Whether reading ``result`` would fetch rows through its connection's cursor."""
+    cursor = result._raw_cursor
+    return cursor is not None and cursor.description is not None
 
 
 class _ReadOnlyConnector:
@@ -50,6 +98,9 @@ class ManagedStore(Store):
         self.owner = threading.get_ident()
         self.unit_depth = 0
         self.in_unit_body = False  # user code of a unit is running: it must not end the transaction
+        self.reading = False  # inside a read() block or read unit
+        # Outside units, reads run in autocommit mode: no snapshot held between calls.
+        self._connection.reads_begin_transaction = False
         # One slot per scope that can fail on its own (the transaction, each savepoint):
         # the exception of an inner unit that failed in it, which dooms it.
         self._doom: list[BaseException | None] = [None]
@@ -80,16 +131,51 @@ class ManagedStore(Store):
     def has_uncommitted_changes(self) -> bool:
         return bool(self._dirty) or self._connection.has_uncommitted_writes
 
+    @property
+    def in_unit(self) -> bool:
+        """Whether a unit (or an outer scope that owns the transaction) runs on this store."""
+        return self.unit_depth > 0
+
+    def enter_unit(self) -> None:
+        """A unit (or outer scope) starts on this store: reads now join its transaction."""
+        self.unit_depth += 1
+        self._connection.reads_begin_transaction = True
+
+    def leave_unit(self) -> None:
+        self.unit_depth -= 1
+        if not self.unit_depth:
+            self._connection.reads_begin_transaction = False
+
     def _refresh(self) -> None:
-        """Drop the object cache if another connection committed since the last look."""
+        """Outside a transaction: drop the object cache if the database changed since the last look."""
         self.check_thread()
-        connection = self._connection
-        if not connection.read_only or connection.in_transaction:
-            return
-        version = connection.data_version()
+        if not self._connection.in_transaction:
+            self.revalidate()
+
+    def revalidate(self) -> None:
+        """Drop the object cache if another connection committed since this store last looked.
+
+        Run at the start of every transaction too (the check then starts its
+        snapshot), so a unit never computes from an object cached before it.
+        """
+        version = self._connection.data_version()
         if version != self._seen_version:
             self._seen_version = version
             self.invalidate()
+
+    def acknowledge_write(self) -> None:
+        """This thread saw a unit of another store commit: serve its cached objects afresh.
+
+        A read snapshot the store holds (a ``read()`` block) ends too, as a write
+        unit in the caller's own store would end it; later reads see the write.
+        """
+        if self._connection.in_transaction:
+            if self.unit_depth or self.has_uncommitted_changes():
+                return  # a transaction of the caller's: not ours to end
+            super().rollback()
+        else:
+            self.invalidate()
+        self._seen_version = None
 
     def get(self, cls: Any, key: Any) -> Any:
         self._refresh()

@@ -165,9 +165,9 @@ class CallerThreadStrategy(Strategy):
         return decorator
 
     def stats(self) -> dict[str, Any]:
-        with self.count_lock:
-            counts = {"units_committed": self.committed, "units_failed": self.failed}
-        return {**super().stats(), **counts}
+        """Read without ``count_lock``: a signal handler may ask while its thread holds it."""
+        return {**super().stats(), "units_committed": self.committed,
+                "units_failed": self.failed}
 
     def close(self, timeout: float | None = None) -> None:
         self.gate.close(timeout)  # units under way in other threads finish first
@@ -188,6 +188,10 @@ class WriterThreadStrategy(Strategy):
             lambda store_name: ManagedStore(database, store_name, read_only=True))
 
     def get_store(self) -> ManagedStore:
+        """Inside a unit of this database, the unit's store; else this thread's read store."""
+        store = self.queue.unit_store()
+        if store is not None:
+            return store
         if self.reads_on_writer:
             raise StrategyError(
                 f"get_store({self.name!r}) is refused under strategy=single: all access "
@@ -195,15 +199,32 @@ class WriterThreadStrategy(Strategy):
         return self.stores.get(self.name)
 
     def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
-        return self.queue.submit(fn, args, kwargs)
+        future = self.queue.submit(fn, args, kwargs)
+        future.on_result = self._acknowledge
+        return future
+
+    def _acknowledge(self) -> None:
+        """The calling thread learnt a write committed: its store serves nothing cached from before."""
+        store = self.stores.current(self.name)
+        if store is not None:
+            store.acknowledge_write()
 
     def writer_unit_store(self) -> ManagedStore | None:
         return self.queue.unit_store()
 
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        store = self.queue.unit_store()
+        if store is not None:  # inside a unit: the read joins it and sees its writes
+            return resolved_future(run_read, store, fn, args, kwargs)
         if self.reads_on_writer:
-            return self.queue.submit(fn, args, kwargs)
+            return self.queue.submit(fn, args, kwargs, reads=True)
         return super().submit_read(fn, args, kwargs)
+
+    def read(self) -> AbstractContextManager[ManagedStore]:
+        store = self.queue.unit_store()
+        if store is not None:  # inside a unit: the block joins it and sees its writes
+            return read_block(store)
+        return super().read()
 
     def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
         return self.queue.lease(savepoint)

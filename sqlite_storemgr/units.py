@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import DatabaseLockedError
 from .futures import UnitFuture
+from .lock_wait import unit_ended, unit_started
 from .retry import LockPolicy
-from .stores import ManagedStore
+from .stores import ManagedStore, refuse_store_bound
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ def joined_block(store: ManagedStore, savepoint: bool = False) -> Iterator[Manag
     With ``savepoint`` it gets a scope of its own (a SQLite SAVEPOINT), so its
     failure rolls back only its own work and dooms nothing.
     """
-    store.unit_depth += 1
+    store.enter_unit()
     name = store.open_savepoint() if savepoint else None
     try:
         yield store
@@ -75,7 +76,7 @@ def joined_block(store: ManagedStore, savepoint: bool = False) -> Iterator[Manag
         if name is not None:
             store.release_savepoint(name)
     finally:
-        store.unit_depth -= 1
+        store.leave_unit()
 
 
 def run_joined(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
@@ -102,17 +103,19 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
                    mutex: threading.Lock | None = None) -> T:
     """Run ``fn(store)`` in one ``BEGIN IMMEDIATE`` transaction under the lock policy.
 
-    Inside a running unit (or uncommitted changes) it joins instead.
+    Inside a running unit (or uncommitted changes) it joins instead.  An
+    outermost unit's result may hold nothing bound to the store.
     """
     if is_nested(store):
         return run_joined(store, fn)
     connection = store.connection
 
     def body() -> T:
-        policy.begin(connection)
+        begin_write(store, policy)
         result = run_user_code(store, fn, store)
         store.flush()
         store.raise_if_doomed()
+        refuse_store_bound(result)
         return result
 
     with _outermost(store, policy, mutex) as started:
@@ -123,13 +126,23 @@ def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[Manage
 def run_retrying(store: ManagedStore, policy: LockPolicy, fn: Callable[[], T]) -> T:
     """``fn()``, which writes through ``store`` on its own, re-run under the lock policy.
 
-    For code that uses ``get_store`` directly (``retrying()``): the store's
-    transaction starts fresh, one deadline bounds every attempt, and the store
-    is committed when ``fn`` returns.
+    For code that uses ``get_store`` directly (``retrying()``): each attempt
+    begins ``BEGIN IMMEDIATE`` on the store, one deadline bounds every attempt,
+    and the store is committed when ``fn`` returns.
     """
+    def body() -> T:
+        begin_write(store, policy)
+        return fn()
+
     with _outermost(store, policy, None) as started:
-        return policy.run(fn, commit=store.commit, rollback=store.rollback,
+        return policy.run(body, commit=store.commit, rollback=store.rollback,
                           set_wait=store.connection.set_busy_timeout, started=started)
+
+
+def begin_write(store: ManagedStore, policy: LockPolicy) -> None:
+    """Begin a unit's write transaction, then drop Storm's cache if the database changed."""
+    policy.begin(store.connection)
+    store.revalidate()
 
 
 @contextmanager
@@ -155,7 +168,7 @@ def outermost_block(store: ManagedStore, policy: LockPolicy,
     """The transaction of a ``write()`` block that is not inside another unit."""
     connection = store.connection
     with _outermost(store, policy, mutex) as started:
-        policy.run(lambda: policy.begin(connection), commit=_nothing, rollback=store.rollback,
+        policy.run(lambda: begin_write(store, policy), commit=_nothing, rollback=store.rollback,
                    set_wait=connection.set_busy_timeout, started=started)
         outer = store.in_unit_body
         store.in_unit_body = True
@@ -178,10 +191,13 @@ def _outermost(store: ManagedStore, policy: LockPolicy,
 
     Yields when the unit started: its deadline runs from there.
     """
-    if store.connection.in_transaction:
-        store.rollback()  # a read-only transaction still open: end it first
-    store.unit_depth += 1
+    connection = store.connection
+    if connection.in_transaction:
+        store.rollback()  # a read snapshot still open (a read() block): end it first
+    reading, connection.refuse_writes = connection.refuse_writes, False
+    store.enter_unit()
     started = time.monotonic()
+    unit_started(connection)  # its transaction's end wakes the next thread in line at once
     try:
         _acquire(mutex, policy, started)
         try:
@@ -190,28 +206,49 @@ def _outermost(store: ManagedStore, policy: LockPolicy,
             if mutex is not None:
                 mutex.release()
     finally:
-        store.unit_depth -= 1
+        unit_ended(connection)
+        store.leave_unit()
+        connection.refuse_writes = reading
 
 
 def _nothing() -> None:
     return None
 
 
+def is_reading(store: ManagedStore) -> bool:
+    """Whether a read would join a unit or a ``read()`` block under way on ``store``."""
+    return store.reading or is_nested(store)
+
+
 @contextmanager
 def read_block(store: ManagedStore) -> Iterator[ManagedStore]:
-    """One consistent snapshot for the block, ended on exit; inside a write unit, joins it."""
-    if is_nested(store):
+    """One consistent snapshot for the block, ended on exit; inside a unit or read, joins it.
+
+    The block may not write (`ReadOnlyStoreError`), whatever the strategy:
+    its work is rolled back at the end.
+    """
+    if is_reading(store):
         yield store
         return
-    if store.connection.in_transaction:
+    connection = store.connection
+    if connection.in_transaction:
         store.rollback()
-    store.connection.begin_read()
+    connection.begin_read()
+    store.reading = connection.refuse_writes = True
     try:
+        store.revalidate()
         yield store
     finally:
+        store.reading = connection.refuse_writes = False
         store.rollback()
 
 
 def run_read(store: ManagedStore, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]) -> T:
+    """``fn(store, ...)`` in a read snapshot; its result may not leave bound to the store
+    (unless it joins a unit or read of the same call stack)."""
+    outermost = not is_reading(store)
     with read_block(store):
-        return fn(store, *args, **kwargs)
+        result = fn(store, *args, **kwargs)
+    if outermost:
+        refuse_store_bound(result)
+    return result

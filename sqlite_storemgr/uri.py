@@ -18,7 +18,12 @@ from .errors import ConfigError
 
 STRATEGIES = ("queue", "single", "mutex", "threadlocal")
 LOCK_POLICIES = ("retry", "retry_commit", "rollback")
-JOURNAL_MODES = ("wal", "delete", "truncate", "persist", "memory", "off")
+JOURNAL_MODES = ("wal", "delete", "truncate", "persist", "memory")
+# Values refused with the reason (a plain "not allowed" would not say why).
+REFUSED = {
+    ("journal_mode", "off"): "without a journal SQLite cannot roll back, so a failed unit's "
+                             "writes would be committed with the others",
+}
 SYNCHRONOUS = ("off", "normal", "full", "extra")
 FOREIGN_KEYS = ("on", "off")
 
@@ -60,9 +65,10 @@ def _choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
     def check(option: str, value: str) -> str:
         lowered = value.lower()
         if lowered not in allowed:
+            reason = REFUSED.get((option, lowered))
             raise ConfigError(
-                f"option {option}={value!r} is not allowed; "
-                f"use one of: {', '.join(allowed)}")
+                f"option {option}={value!r} is not allowed"
+                + (f" ({reason})" if reason else "") + f"; use one of: {', '.join(allowed)}")
         return lowered
     return check
 
@@ -99,6 +105,9 @@ _OPTIONS: Mapping[str, Callable[[str, str], object]] = {
     "queue_size": _positive_int,
 }
 
+# A plain Storm URI (the backend without the manager) may also turn the journal off:
+# Storm itself never rolls back to a savepoint, and its own tests use it.
+_STORM_OPTIONS = {**_OPTIONS, "journal_mode": _choice(JOURNAL_MODES + ("off",))}
 SQLITE_ONLY = ("journal_mode", "synchronous", "foreign_keys")
 # Storm's levels but "autocommit": a unit of work needs a transaction.
 ISOLATION_LEVELS = ("repeatable-read", "serializable", "read-committed", "read-uncommitted")
@@ -167,8 +176,18 @@ def _check_path(uri: str, database: str | None) -> str | None:
     return database
 
 
+def durable_synchronous(journal_mode: str | None) -> str:
+    """The ``synchronous`` level that survives power loss in ``journal_mode``.
+
+    In DELETE mode COMMIT is the journal's unlink, which only ``extra`` makes
+    durable (it fsyncs the directory); ``full`` can lose the last transaction
+    (tests/test_power_loss.py).  Elsewhere ``full`` suffices.
+    """
+    return "extra" if journal_mode == "delete" else "full"
+
+
 def parse_uri(uri: str) -> "SQLiteConfig | PostgresConfig":
-    """Parse a `sqlite:` URI (defaults: WAL, synchronous=full) or a `postgres://` one."""
+    """Parse a `sqlite:` URI (defaults: WAL, a durable synchronous) or a `postgres://` one."""
     if not isinstance(uri, str):
         raise ConfigError(f"a database URI must be a string, not {type(uri).__name__}")
     scheme, colon, rest = uri.partition(":")
@@ -191,7 +210,10 @@ def parse_uri(uri: str) -> "SQLiteConfig | PostgresConfig":
         parsed = URI(f"sqlite:{rest}")
     except Exception as error:  # Storm raises several types for a bad URI
         raise ConfigError(f"{uri!r} is not a valid URI: {error}") from None
-    return SQLiteConfig(path=_check_path(uri, parsed.database), **validate_options(options))
+    values = validate_options(options)
+    if "synchronous" not in values:
+        values["synchronous"] = durable_synchronous(values.get("journal_mode", "wal"))
+    return SQLiteConfig(path=_check_path(uri, parsed.database), **values)
 
 
 def config_from_storm_uri(uri: URI) -> SQLiteConfig:
@@ -199,7 +221,8 @@ def config_from_storm_uri(uri: URI) -> SQLiteConfig:
     if uri.host:
         raise ConfigError(f"a SQLite URI takes no host (got {uri.host!r})")
     config = SQLiteConfig(path=_check_path(str(uri), uri.database))
-    return replace(config, **validate_options(uri.options, storm_defaults=True))
+    return replace(config, **validate_options(uri.options, storm_defaults=True,
+                                              known=_STORM_OPTIONS))
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,13 @@ from storm.exceptions import DisconnectionError
 
 from .backend import busy_phase
 from .errors import (
-    DatabaseLockedError, ManagerClosedError, QueueFullError, StoreManagerError, WriterBrokenError)
+    DatabaseLockedError, ManagerClosedError, QueueFullError, StrategyError, WriterBrokenError)
 from .futures import UnitFuture, finish_in_turn
 from .retry import LockPolicy
-from .stores import ManagedStore
+from .stores import ManagedStore, refuse_store_bound
 from .threadlocal import close_store
-from .units import joined_block, outermost_block, resolved_future, run_joined, run_user_code
+from .units import (
+    begin_write, joined_block, outermost_block, resolved_future, run_joined, run_user_code)
 
 _live_queues: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
 EXIT_DRAIN_SECONDS = 10.0
@@ -44,44 +45,17 @@ LINGER_SECONDS = 0.0005
 _abandoned_after_fork: list = []
 
 
-def _refuse_storm_object(value: Any) -> None:
-    """A Storm object bound to the writer's store must not reach another thread.
-
-    The result is searched through lists, tuples, sets and dicts (keys and
-    values), nested to any depth, since ``return [store.get(...)]`` leaks as
-    surely as returning the object itself.
-    """
-    pending = [value]
-    seen: set[int] = set()
-    while pending:
-        item = pending.pop()
-        kind = type(item)
-        if hasattr(kind, "__storm_table__"):
-            raise StoreManagerError(
-                f"the unit returned {kind.__name__} object bound to the writer's store "
-                f"(in {type(value).__name__} result), which no other thread may use; "
-                "return plain values (e.g. its id) instead")
-        if kind in _CONTAINERS and id(item) not in seen:  # every one is alive in value
-            seen.add(id(item))
-            if kind is dict:
-                pending.extend(item.keys())
-                pending.extend(item.values())
-            else:
-                pending.extend(item)
-
-
-_CONTAINERS = (list, tuple, set, frozenset, dict)
-
-
 class _Unit:
-    __slots__ = ("fn", "args", "kwargs", "future", "enqueued")
+    __slots__ = ("fn", "args", "kwargs", "future", "enqueued", "reads")
 
-    def __init__(self, fn: Callable, args: tuple, kwargs: dict, future: Future):
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict, future: Future,
+                 reads: bool = False):
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.future = future
         self.enqueued = time.monotonic()
+        self.reads = reads  # a read unit (single's submit_read): it may not write
 
 
 class _Lease:
@@ -148,7 +122,6 @@ class WriterQueue:
         self._thread: threading.Thread | None = None
         self._store: ManagedStore | None = None
         self._thread_ident: int | None = None
-        self._lessee: int | None = None  # the thread inside a write() block, if any
         self.committed = 0
         self.failed = 0
         self.batches = 0
@@ -159,12 +132,18 @@ class WriterQueue:
 
     # -- the caller's side -------------------------------------------------
 
-    def submit(self, fn: Callable, args: tuple = (), kwargs: dict | None = None) -> Future:
-        """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full."""
+    def submit(self, fn: Callable, args: tuple = (), kwargs: dict | None = None,
+               reads: bool = False) -> UnitFuture:
+        """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full.
+
+        ``reads``: a read unit, refused any write.  Inside a unit of this
+        writer the unit runs at once, joining it (nested).
+        """
         if self._inside_unit():
             return resolved_future(run_joined, self._store, fn, args, kwargs)
-        future: Future = UnitFuture()
-        unit = _Unit(fn, args, kwargs or {}, future)
+        future = UnitFuture()
+        future.runner = self
+        unit = _Unit(fn, args, kwargs or {}, future, reads)
         with self._lock:
             self._check_open()
             if len(self._items) >= self._size:
@@ -201,9 +180,24 @@ class WriterQueue:
         self._thread = thread
 
     def _inside_unit(self) -> bool:
-        """Whether the caller runs inside a unit of this writer (its thread, or a write() block)."""
-        caller = threading.get_ident()
-        return caller == self._thread_ident or caller == self._lessee
+        """Whether a unit of this writer runs in the caller's call stack.
+
+        Decided by the store, not the thread: the writer thread outside a unit
+        (running done-callbacks after COMMIT, say) submits like any caller.
+        """
+        store = self._store
+        return store is not None and store.unit_depth > 0 and store.owner == threading.get_ident()
+
+    def is_writer_thread(self) -> bool:
+        """Whether the caller is the writer thread (inside a unit or not)."""
+        return threading.get_ident() == self._thread_ident
+
+    def refuse_waiting_on_itself(self) -> None:
+        if self.is_writer_thread():
+            raise StrategyError(
+                f"the writer thread of {self.name!r} would wait for itself: code it runs "
+                "outside a unit (a done-callback) may submit_write() but not wait for the "
+                "result or open a write() block; wait in another thread")
 
     def unit_store(self) -> ManagedStore | None:
         """The writer's store if the caller runs inside one of its units (so may use it), else None."""
@@ -219,19 +213,19 @@ class WriterQueue:
             with joined_block(self._store, savepoint):
                 yield self._store
             return
+        self.refuse_waiting_on_itself()
         lease = _Lease()
         future = self.submit(_Lease, (), {"lease": lease})
         lease.ready.wait()
         if lease.store is None:
             future.result()  # raises what stopped the writer from beginning
         store = lease.store
-        store.owner = self._lessee = threading.get_ident()
+        store.owner = threading.get_ident()
         try:
             yield store
             lease.succeeded = True
         finally:
             store.owner = self._thread_ident
-            self._lessee = None
             lease.done.set()
             if lease.succeeded:
                 future.result()
@@ -308,16 +302,17 @@ class WriterQueue:
         isolated = len(units) == 1
 
         def body() -> list[tuple[_Unit, bool, Any]]:
-            self._policy.begin(connection)
+            begin_write(store, self._policy)
             outcomes = []
             for unit in units:
                 savepoint = store.open_savepoint() if isolated else None
-                store.unit_depth = 1
+                store.enter_unit()
+                connection.refuse_writes = unit.reads
                 try:
                     value = run_user_code(store, unit.fn, store, *unit.args, **unit.kwargs)
                     store.flush()
                     store.raise_if_doomed()
-                    _refuse_storm_object(value)
+                    refuse_store_bound(value)
                 except Exception as error:
                     if busy_phase(error) is not None or isinstance(error, DisconnectionError):
                         raise  # the policy rolls the whole batch back and re-runs it
@@ -337,7 +332,8 @@ class WriterQueue:
                         store.release_savepoint(savepoint)
                     outcomes.append((unit, True, value))
                 finally:
-                    store.unit_depth = 0
+                    connection.refuse_writes = False
+                    store.leave_unit()
             return outcomes
 
         while True:
@@ -456,7 +452,6 @@ class WriterQueue:
         self._writer_waiting = False
         self._thread = None
         self._thread_ident = None
-        self._lessee = None
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop taking units, drain the queue, stop the writer; False if it outlived ``timeout``."""
@@ -471,9 +466,14 @@ class WriterQueue:
         return not thread.is_alive()
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            depth = len(self._items)
-            oldest = time.monotonic() - self._items[0].enqueued if depth else 0.0
+        """The writer's figures, read without its lock: a signal handler may ask for them
+        while the thread it interrupted holds that lock (in `submit`, say)."""
+        items = self._items
+        depth = len(items)
+        try:
+            oldest = time.monotonic() - items[0].enqueued if depth else 0.0
+        except IndexError:  # the writer took the last unit meanwhile
+            oldest = 0.0
         return {
             "queue_depth": depth,
             "oldest_wait_seconds": oldest,

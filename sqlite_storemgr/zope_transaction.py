@@ -188,14 +188,14 @@ class StoreDataManager:
         if (store.connection.in_transaction and not store.has_uncommitted_changes()
                 and store.unit_depth == 0 and not store.in_unit_body):
             store.rollback()
-        store.unit_depth += 1
+        store.enter_unit()
         self._joined = True
 
     def _leave(self) -> None:
         if not self._joined:
             return
         self._joined = False
-        self._store.unit_depth -= 1
+        self._store.leave_unit()
         if self._join.attached:
             self._store.hook_register_transaction(_register, weakref.ref(self._join))
 

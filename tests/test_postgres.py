@@ -190,9 +190,15 @@ def test_queue_readers_are_read_only_and_never_idle_in_transaction(table):
     assert store.execute(f"SELECT n FROM {table}").get_one() == (7,)  # read-your-writes
     with manager.read("pg") as snapshot:
         assert snapshot.execute(f"SELECT n FROM {table}").get_one() == (7,)
-        manager.submit_write(lambda s: s.execute(f"UPDATE {table} SET n = 8")).result()
-        assert snapshot.execute(f"SELECT n FROM {table}").get_one() == (7,)
-    assert store.execute(f"SELECT n FROM {table}").get_one() == (8,)
+        other = threading.Thread(target=lambda: manager.submit_write(
+            lambda s: s.execute(f"UPDATE {table} SET n = 8")).result())
+        other.start()
+        other.join(10)
+        assert snapshot.execute(f"SELECT n FROM {table}").get_one() == (7,)  # one snapshot
+        # This thread's own acknowledged write ends the snapshot (read-your-writes).
+        manager.submit_write(lambda s: s.execute(f"UPDATE {table} SET n = 9")).result()
+        assert snapshot.execute(f"SELECT n FROM {table}").get_one() == (9,)
+    assert store.execute(f"SELECT n FROM {table}").get_one() == (9,)
     manager.close()
 
 
@@ -326,4 +332,40 @@ def test_a_server_restart_mid_run(strategy, table):
     assert manager.submit_write(lambda s: s.execute(
         f"UPDATE {table} SET n = 42 WHERE id = 1")).exception() is None
     assert rows(table)[0][1] == 42
+    manager.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy", ["threadlocal", "mutex"])
+def test_caller_thread_stores_read_outside_units_without_holding_a_transaction(strategy, table):
+    """No pooled thread sits idle in a transaction after a read; read() is one snapshot."""
+    manager = make(strategy, table)
+    store = manager.get_store("pg")
+    assert store.execute(f"SELECT n FROM {table}").get_one() == (0,)
+    (pid,) = store.execute("SELECT pg_backend_pid()").get_one()
+    assert not store.connection.in_transaction
+    observer = raw_connection()
+    try:
+        cursor = observer.cursor()
+        cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+        assert cursor.fetchone() == ("idle",)
+    finally:
+        observer.close()
+
+    def write(n):
+        thread = threading.Thread(target=lambda: manager.submit_write(
+            lambda s: s.execute(f"UPDATE {table} SET n = {n}")).result())
+        thread.start()
+        thread.join(20)
+
+    write(5)
+    assert store.execute(f"SELECT n FROM {table}").get_one() == (5,)  # fresh, no old snapshot
+    with manager.read("pg") as snapshot:
+        assert snapshot.execute(f"SELECT n FROM {table}").get_one() == (5,)
+        write(6)
+        assert snapshot.execute(f"SELECT n FROM {table}").get_one() == (5,)  # one snapshot
+        with pytest.raises(ReadOnlyStoreError):
+            snapshot.execute(f"UPDATE {table} SET n = 99")
+    assert store.execute(f"SELECT n FROM {table}").get_one() == (6,)
+    assert not store.connection.in_transaction
     manager.close()

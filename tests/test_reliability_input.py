@@ -176,8 +176,8 @@ def test_a_write_block_raising_any_exception(setup, kind):
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", ["queue", "single"])
-def test_a_unit_returning_a_storm_object_of_the_writer_fails_and_commits_nothing(
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_unit_returning_anything_bound_to_its_store_fails_and_commits_nothing(
         tmp_path, strategy):
     path = tmp_path / "object.db"
     mgr = StoreManager()
@@ -199,13 +199,30 @@ def test_a_unit_returning_a_storm_object_of_the_writer_fails_and_commits_nothing
         def nest_and_return(store):
             return {"found": [(1, {store.get(Item, 11): "deep"})]}
 
-        for unit in (add_and_return, fetch_and_return, nest_and_return):
+        def insert_and_find(store):
+            store.execute("INSERT INTO item (id, name) VALUES (12, 'never')")
+            return store.find(Item)
+
+        def insert_and_query(store):
+            store.execute("INSERT INTO item (id, name) VALUES (12, 'never')")
+            return [store.execute("SELECT name FROM item")]
+
+        bound = {add_and_return: "Item", fetch_and_return: "Item", nest_and_return: "Item",
+                 insert_and_find: "ResultSet", insert_and_query: "Result"}
+        for unit, kind in bound.items():
             if unit is fetch_and_return:
                 mgr.submit_write(insert, 11, "stored").result(timeout=10)
-            error = mgr.submit_write(unit).exception(timeout=10)
-            assert isinstance(error, StoreManagerError), repr(error)
-            assert "Item" in str(error) and "writer" in str(error)
-            assert "plain values" in str(error)
+            for submit in (mgr.submit_write, mgr.submit_read):
+                if submit == mgr.submit_read and unit not in (fetch_and_return, nest_and_return):
+                    continue  # a read unit may not write at all
+                error = submit(unit).exception(timeout=10)
+                assert isinstance(error, StoreManagerError), repr(error)
+                assert kind in str(error) and "bound to the unit's store" in str(error)
+                assert "plain values" in str(error)
+        # The Result of a statement that returns no rows reads nothing: it may be returned.
+        assert mgr.submit_write(insert, 13, "kept").result(timeout=10) == 13
+        assert mgr.submit_write(lambda store: store.execute(
+            "DELETE FROM item WHERE id = 13")).result(timeout=10) is not None
         cyclic: list = [1, "two", (3.0, None)]
         cyclic.append(cyclic)
         assert mgr.submit_write(lambda store: cyclic).result(timeout=10) is cyclic
@@ -214,7 +231,7 @@ def test_a_unit_returning_a_storm_object_of_the_writer_fails_and_commits_nothing
         assert mgr.submit_write(lambda store: store.get(Item, 10)).result(timeout=10) is None
         assert mgr.submit_write(lambda store: store.get(Item, 11).name).result(timeout=10) \
             == "stored"
-        assert mgr.stats(NAME)["writer_restarts"] == 0
+        assert mgr.stats(NAME).get("writer_restarts", 0) == 0
     finally:
         mgr.close(timeout=10)
 
@@ -238,9 +255,9 @@ def test_units_started_inside_a_unit_join_it_and_never_deadlock(setup):
         with mgr.write(NAME, savepoint=True) as block_store:
             insert(block_store, 5, "inner savepoint block")
         seen["read"] = mgr.submit_read(inner_read).result(timeout=5)
-        if strategy != "single":
-            with mgr.read(NAME) as read_store:
-                seen["read block"] = inner_read(read_store)
+        with mgr.read(NAME) as read_store:
+            seen["read block"] = inner_read(read_store)
+        seen["get_store"] = inner_read(mgr.get_store(NAME))
         seen["nested twice"] = mgr.submit_write(
             lambda inner: mgr.submit_write(insert, 6, "two deep").result(timeout=5)
         ).result(timeout=5)
@@ -250,14 +267,8 @@ def test_units_started_inside_a_unit_join_it_and_never_deadlock(setup):
     assert seen["write"] == 3
     assert seen["same store"] is True
     assert seen["nested twice"] == 6
-    if strategy == "queue":
-        # The writer thread's read goes through its own read-only store: committed data.
-        assert seen["read"] == 1
-    else:
-        # Under single the read joins the running unit; under mutex/threadlocal too.
-        assert seen["read"] == 5
-    if strategy in ("mutex", "threadlocal"):
-        assert seen["read block"] == 5
+    # Under every strategy reads inside a unit join it and see its writes.
+    assert seen["read"] == seen["read block"] == seen["get_store"] == 5
     assert names(path) == ["first", "outer", "inner submit", "inner block",
                            "inner savepoint block", "two deep"]
 

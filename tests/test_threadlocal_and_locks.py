@@ -314,44 +314,55 @@ def test_database_locked_error_after_timeout(make_manager, lock_holder, on_locke
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("on_locked", ["retry", "retry_commit", "rollback"])
-def test_retrying_decorator_and_a_stale_snapshot(make_manager, on_locked):
+def test_retrying_decorator_holds_the_write_lock_from_its_start(make_manager, on_locked):
+    """retrying() begins BEGIN IMMEDIATE: what it read cannot go stale before it writes."""
     manager, path = make_manager(on_locked=on_locked)
     calls = []
 
-    def bump_elsewhere():
-        def fn(store):
-            (n,) = store.execute("SELECT n FROM counter WHERE id = 1").get_one()
-            store.execute("UPDATE counter SET n = ? WHERE id = 1", (n + 10,))
-        run_in_thread(lambda: manager.submit_write(fn).result())
+    def write_elsewhere():
+        other = raw(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
 
     @manager.retrying("main")
     def increment():
         calls.append(1)
         store = manager.get_store("main")
-        (n,) = store.execute("SELECT n FROM counter WHERE id = 1").get_one()  # snapshot
-        if len(calls) == 1:
-            bump_elsewhere()  # another connection commits: the snapshot is stale
+        (n,) = store.execute("SELECT n FROM counter WHERE id = 1").get_one()
+        with pytest.raises(dbapi.OperationalError, match="locked"):
+            write_elsewhere()  # no other connection can commit between the read and the write
         store.execute("UPDATE counter SET n = ? WHERE id = 1", (n + 1,))
         return n + 1
 
-    started = time.monotonic()
-    if on_locked == "retry":
-        assert increment() == 11
-        assert len(calls) == 2
-        assert counter_value(path) == 11
-    else:
-        with pytest.raises(DatabaseLockedError) as info:
-            increment()
-        assert f"on_locked={on_locked}" in str(info.value)
-        assert info.value.attempts == 1
-        assert len(calls) == 1
-        assert counter_value(path) == 10  # only the other connection's write
-    # A stale snapshot cannot be waited out: neither policy spends the timeout on it.
-    assert time.monotonic() - started < 1.0
+    assert increment() == 1
+    assert len(calls) == 1
+    assert counter_value(path) == 1
     store = manager.get_store("main")
-    assert not store.connection.in_transaction
-    assert store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0] == (
-        11 if on_locked == "retry" else 10)
+    assert not store.connection.in_transaction  # committed, and no snapshot kept after it
+    assert store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0] == 1
+
+
+def test_retrying_read_then_write_from_many_threads_loses_no_update(make_manager):
+    manager, path = make_manager(on_locked="retry")
+
+    @manager.retrying("main")
+    def increment():
+        store = manager.get_store("main")
+        (n,) = store.execute("SELECT n FROM counter WHERE id = 1").get_one()
+        store.execute("UPDATE counter SET n = ? WHERE id = 1", (n + 1,))
+
+    def worker():
+        for _ in range(25):
+            increment()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert counter_value(path) == 100
 
 
 def _shared_reader(path):

@@ -108,7 +108,7 @@ def test_choice_options_accept_every_allowed_value_in_any_case(option, allowed):
 def test_the_allowed_sets_are_the_ones_of_the_design():
     assert set(STRATEGIES) == {"queue", "single", "mutex", "threadlocal"}
     assert set(LOCK_POLICIES) == {"retry", "retry_commit", "rollback"}
-    assert set(JOURNAL_MODES) == {"wal", "delete", "truncate", "persist", "memory", "off"}
+    assert set(JOURNAL_MODES) == {"wal", "delete", "truncate", "persist", "memory"}
     assert set(SYNCHRONOUS) == {"off", "normal", "full", "extra"}
     assert set(FOREIGN_KEYS) == {"on", "off"}
 
@@ -350,3 +350,21 @@ def test_random_uris_only_ever_give_a_config_or_a_config_error(
         assert isinstance(config.queue_size, int) and config.queue_size >= 1
         assert config.path is None or "\x00" not in config.path
     assert os.listdir(tmp_path) == []
+
+
+def test_journal_mode_off_is_refused_with_its_reason():
+    """Without a journal SQLite cannot roll back: a failed unit would be committed."""
+    with pytest.raises(ConfigError, match=r"journal_mode='off' is not allowed \(without a "
+                                          r"journal SQLite cannot roll back.*use one of: wal"):
+        parse_uri("sqlite:x.db?journal_mode=off")
+
+
+@pytest.mark.parametrize("journal_mode, synchronous", [
+    ("wal", "full"), ("delete", "extra"), ("truncate", "full"), ("persist", "full"),
+    ("memory", "full")])
+def test_the_default_synchronous_is_the_durable_one_for_the_journal_mode(journal_mode,
+                                                                          synchronous):
+    """DELETE mode commits by unlinking the journal: only extra fsyncs that (power loss)."""
+    assert parse_uri(f"sqlite:x.db?journal_mode={journal_mode}").synchronous == synchronous
+    assert parse_uri(f"sqlite:x.db?journal_mode={journal_mode}&synchronous=full"
+                     ).synchronous == "full"  # what the user asks for is kept

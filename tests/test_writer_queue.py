@@ -20,6 +20,7 @@ import pytest
 from storm.locals import Int, Unicode
 
 from _items import rows
+from sqlite_storemgr.uri import STRATEGIES
 from sqlite_storemgr import (
     ManagerClosedError, QueueFullError, ReadOnlyStoreError, StoreManager,
     StrategyError, WriterBrokenError)
@@ -393,32 +394,63 @@ def test_queue_store_is_read_only_and_names_submit_write(managers, tmp_path):
     assert mgr.get_store(NAME) is store
 
 
-@pytest.mark.timeout(20)
-def test_readers_pin_no_snapshot_so_checkpoints_complete_under_load(managers, tmp_path):
+class Blob:
+    __storm_table__ = "blob"
+    id = Int(primary=True)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_readers_pin_no_snapshot_so_checkpoints_complete_under_load(managers, tmp_path,
+                                                                    strategy):
+    """Under every strategy, no store holds a read snapshot between calls: not a busy
+    reader's, not an idle pooled thread's whose last act was a read (Storm objects included)."""
     path = tmp_path / "checkpoint.db"
-    mgr = managers(f"sqlite:{path}")
+    mgr = managers(f"sqlite:{path}?strategy={strategy}")
     mgr.submit_write(lambda store: store.execute(
         "CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")).result(timeout=10)
+    mgr.submit_write(lambda store: store.execute(
+        "INSERT INTO blob (data) VALUES (x'00')")).result(timeout=10)
     stop = threading.Event()
     reader_report: dict = {"reads": 0, "pinned": 0, "counts": [[], []]}
     reader_errors: list[BaseException] = []
 
+    def count_blobs(store) -> int:
+        return store.execute("SELECT count(*) FROM blob").get_one()[0]
+
+    def read_count() -> tuple[int, bool]:
+        """A count read the strategy's way, and whether the store kept a transaction open."""
+        if strategy == "single":  # its documented read path: every read on the worker
+            return mgr.submit_read(count_blobs).result(timeout=10), False
+        store = mgr.get_store(NAME)
+        return count_blobs(store), store.connection._raw_connection.in_transaction
+
     def reader(index: int) -> None:
         try:
-            store = mgr.get_store(NAME)
-            raw = store.connection._raw_connection
             while not stop.is_set():
-                (count,) = store.execute("SELECT count(*) FROM blob").get_one()
+                count, pinned = read_count()
                 reader_report["counts"][index].append(count)
                 reader_report["reads"] += 1
-                if raw.in_transaction:
-                    reader_report["pinned"] += 1
+                reader_report["pinned"] += pinned
                 time.sleep(0.001)  # a handler between queries, so reads are not back to back
+        except BaseException as error:  # noqa: BLE001
+            reader_errors.append(error)
+
+    def idle_reader() -> None:
+        """A pooled thread whose last act was a read (objects cached), then idle."""
+        try:
+            if strategy != "single":
+                store = mgr.get_store(NAME)
+                assert store.get(Blob, 1) is not None and store.find(Blob).count() >= 1
+            else:
+                mgr.submit_read(lambda s: s.find(Blob).count()).result(timeout=10)
+            stop.wait()
         except BaseException as error:  # noqa: BLE001
             reader_errors.append(error)
 
     payload = bytes(range(256)) * 64  # 16 KiB
     readers = [threading.Thread(target=reader, args=(index,)) for index in range(2)]
+    readers.append(threading.Thread(target=idle_reader))
     for thread in readers:
         thread.start()
     checkpoints = []
@@ -505,11 +537,17 @@ def test_read_block_is_one_snapshot(managers, tmp_path):
 
     with mgr.read(NAME) as store:
         assert store.execute("SELECT count(*) FROM entry").get_one() == (1,)
-        assert mgr.submit_write(insert_entry, 2).result(timeout=10) == 2
+        other = threading.Thread(target=lambda: mgr.submit_write(insert_entry, 2).result())
+        other.start()
+        other.join(10)
         assert entry_ids(path) == [1, 2]  # committed, as another connection sees
         assert store.execute("SELECT count(*) FROM entry").get_one() == (1,)
         assert store.execute("SELECT unit_id FROM entry").get_all() == [(1,)]
-    assert store.execute("SELECT count(*) FROM entry").get_one() == (2,)
+        # This thread's own acknowledged write ends the snapshot (read-your-writes),
+        # as a write unit in the thread's own store does under mutex/threadlocal.
+        assert mgr.submit_write(insert_entry, 3).result(timeout=10) == 3
+        assert store.execute("SELECT count(*) FROM entry").get_one() == (3,)
+    assert store.execute("SELECT count(*) FROM entry").get_one() == (3,)
     assert not store.connection._raw_connection.in_transaction
     assert mgr.get_store(NAME) is store
 

@@ -1,0 +1,227 @@
+"""Fair turns at SQLite's write lock for this process's threads (``strategy=threadlocal``).
+
+SQLite's default busy handler sleeps 1, 2, 5, 10, ... then 100 ms between polls, so
+a thread that has waited a while polls every 100 ms and nearly always finds the
+lock taken again by a newcomer that polls after 1 ms: under load one unit could
+starve for its whole ``timeout`` while the other threads kept committing.  Here
+the threads of one process that wait for one file's write lock queue in arrival
+order, and only the first polls SQLite (``BEGIN IMMEDIATE`` with SQLite's own wait
+off, every 0.5 to 2 ms), so a lock held by another process (or by a write outside
+a unit) is still waited for, within the same deadline.  Once it has waited 50 ms
+the lock goes in turn (`WriteLockLine`).  The lock stays SQLite's: no thread holds
+anything of ours across its transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable, Hashable
+
+# How often the first waiter looks at the lock (a try only when no unit of ours holds
+# it: another process, or a write outside a unit, may): short, jittered.
+POLL_SECONDS = (0.0005, 0.002)
+# The other waiters are woken when their turn comes; this only bounds a lost wake-up.
+CHECK_SECONDS = (0.2, 0.4)
+# Once the first waiter has waited this long (or this share of its timeout, if less),
+# the lock goes strictly in turn.
+STARVING_SECONDS = 0.05
+STARVING_SHARE = 0.1
+
+
+class _Waiter:
+    __slots__ = ("wake", "since", "patience")
+
+    def __init__(self, since: float, wait: float) -> None:
+        self.since = since
+        self.patience = min(STARVING_SECONDS, wait * STARVING_SHARE)
+        self.wake = threading.Lock()  # held until the waiter is woken (a binary semaphore)
+        self.wake.acquire()
+
+
+class WriteLockLine:
+    """The threads of this process waiting for one database's write lock, in arrival order.
+
+    Like Go's ``sync.Mutex``: a newcomer may take a free lock before the waiters
+    (the thread that just committed is running, while handing the lock to a
+    sleeping one costs thread switches on every unit) until the first waiter has
+    waited `STARVING_SECONDS` (or a tenth of its timeout).  From then on every
+    newcomer queues up and the lock goes in turn, each unit's end waking the
+    next waiter, until a waiter gets it within that time again or the line is
+    empty.  So no unit waits much longer than that plus one turn of the line.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+        # Connections that took the lock inside a unit and have not said it ended
+        # (`ended`): while there are any, trying the lock is no use.
+        self._units = 0
+        self._starving = False
+
+    def begin(self, attempt: Callable[[], BaseException | None], wait: float,
+              in_unit: bool) -> bool:
+        """Call ``attempt()`` (one try at the lock, no busy wait) in turn until it succeeds.
+
+        ``attempt`` returns None once the lock is had, else the busy error;
+        after ``wait`` seconds that error is raised.  Returns whether the
+        taker is counted as a unit that will call `ended`.
+        """
+        now = tried = time.monotonic()
+        deadline = now + wait
+        me = None
+        with self._lock:
+            if self._starving or self._units:  # in turn, or one of ours holds it
+                me = _Waiter(now, wait)
+                self._waiters.append(me)
+        if me is None:
+            error = attempt()
+            if error is None:
+                return self._taken(None, in_unit)
+            with self._lock:
+                me = _Waiter(now, wait)
+                self._waiters.append(me)
+        taken = False
+        try:
+            while True:
+                now = time.monotonic()
+                remaining = deadline - now
+                with self._lock:
+                    first = self._waiters[0] is me
+                    units = self._units
+                    if first and not self._starving and now - me.since >= me.patience:
+                        self._starving = True
+                    starving = self._starving
+                # The first waiter tries when no unit of ours holds the lock (now and
+                # then even so, should an end go unannounced); at the deadline every
+                # waiter makes one last try, whatever its turn.
+                if (first and (not units or now - tried >= CHECK_SECONDS[0])
+                        or remaining <= 0):
+                    tried = now
+                    error = attempt()
+                    if error is None:
+                        taken = True
+                        return self._taken(me, in_unit)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise error
+                if first and not (units and starving):
+                    # Watch the lock: another process or a barging thread of ours may
+                    # hold it, or it may be free with nobody taking it.
+                    pause = random.uniform(*POLL_SECONDS)
+                else:
+                    pause = random.uniform(*CHECK_SECONDS)  # woken when our turn comes
+                me.wake.acquire(timeout=min(remaining, pause))
+        finally:
+            if not taken:
+                self._leave(me)
+
+    def _taken(self, me: _Waiter | None, in_unit: bool) -> bool:
+        with self._lock:
+            if in_unit:
+                self._units += 1
+            if me is not None:
+                first = self._waiters[0] is me
+                self._waiters.remove(me)
+                if first:
+                    if not self._waiters or time.monotonic() - me.since < me.patience:
+                        self._starving = False
+                    if not (self._starving and in_unit):  # else `ended` wakes it
+                        self._wake_first()  # the next in line takes over watching
+        return in_unit
+
+    def _leave(self, me: _Waiter) -> None:
+        with self._lock:
+            first = self._waiters[0] is me
+            self._waiters.remove(me)
+            if first:
+                if not self._waiters:
+                    self._starving = False
+                self._wake_first()
+
+    def ended(self) -> None:
+        """A unit that took the lock here ended its transaction: in turns, the next one's."""
+        with self._lock:
+            self._units = max(0, self._units - 1)
+            if self._starving:
+                self._wake_first()
+
+    def _wake_first(self) -> None:
+        if self._waiters:
+            wake = self._waiters[0].wake
+            if wake.locked():
+                wake.release()
+
+
+_lines: "weakref.WeakValueDictionary[Hashable, WriteLockLine]" = weakref.WeakValueDictionary()
+_lines_lock = threading.Lock()
+
+
+def line_for(key: Hashable) -> WriteLockLine:
+    """The one line of this process for the database ``key`` names (a file's identity)."""
+    line = _lines.get(key)
+    if line is None:
+        with _lines_lock:
+            line = _lines.get(key)
+            if line is None:
+                line = _lines[key] = WriteLockLine()
+    return line
+
+
+def begin_in_turn(connection: Any, key: Hashable, wait: float,
+                  begin: Callable[[], None], sqlite_wait: Callable[[int], None]) -> None:
+    """``begin()`` (``BEGIN IMMEDIATE`` on ``connection``) in turn, within ``wait`` seconds.
+
+    ``sqlite_wait(ms)`` sets SQLite's own busy wait: off while in line, back to
+    ``wait`` afterwards.  Inside a unit (`unit_started`) the lock's end is
+    announced by `unit_ended`, which wakes the next waiter at once.
+    """
+    held = connection.__dict__.pop("_lock_wait_held", None)
+    if held is not None:  # a unit's earlier attempt that rolled back: its turn is over
+        held.ended()
+    line = connection.__dict__.get("_lock_wait_line")
+    if line is None:
+        line = connection._lock_wait_line = line_for(key)
+
+    def attempt() -> BaseException | None:
+        try:
+            begin()
+        except Exception as error:
+            if getattr(error, "busy_phase", None) is None:
+                raise
+            return error
+        return None
+
+    sqlite_wait(0)
+    try:
+        if line.begin(attempt, wait, connection.__dict__.get("_lock_wait_unit", False)):
+            connection._lock_wait_held = line
+    finally:
+        sqlite_wait(max(0, int(wait * 1000)))
+
+
+def unit_started(connection: Any) -> None:
+    """An outermost unit begins on ``connection``: it will say when its transaction ended."""
+    connection._lock_wait_unit = True
+
+
+def unit_ended(connection: Any) -> None:
+    """The unit on ``connection`` ended (committed or rolled back): wake the next waiter."""
+    connection._lock_wait_unit = False
+    held = connection.__dict__.pop("_lock_wait_held", None)
+    if held is not None:
+        held.ended()
+
+
+def _after_fork_in_child() -> None:
+    global _lines, _lines_lock
+    # Another thread of the parent may have been in line: the child starts afresh.
+    _lines = weakref.WeakValueDictionary()
+    _lines_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

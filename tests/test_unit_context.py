@@ -1,0 +1,183 @@
+"""What a unit sees of its context, the same under every strategy.
+
+Whether a call joins a unit is decided by the call stack (a unit of this database
+is running in this call), never by the thread; reads inside a unit join it; reads
+outside one refuse writes; a relative path names one file for the manager's life.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from storm.exceptions import IntegrityError
+
+from _items import Boom, Item, insert, names
+from sqlite_storemgr import (
+    ReadOnlyStoreError, StoreManager, StrategyError, TransactionDoomedError)
+from sqlite_storemgr.uri import STRATEGIES
+
+NAME = "db"
+pytestmark = pytest.mark.timeout(30)
+
+
+def create_items(store):
+    store.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request):
+    return request.param
+
+
+@pytest.fixture
+def manager(tmp_path, strategy):
+    mgr = StoreManager()
+    mgr.configure(NAME, f"sqlite:{tmp_path / 'unit.db'}?strategy={strategy}&timeout=5")
+    mgr.submit_write(create_items).result(timeout=10)
+    yield mgr
+    mgr.close(timeout=10)
+
+
+def in_thread(fn):
+    """fn() in a new thread; its result, or its exception raised here."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = fn()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the thread hung"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def test_a_relative_path_names_one_file_for_the_managers_life(tmp_path, strategy):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    old = os.getcwd()
+    os.chdir(first)
+    try:
+        mgr = StoreManager()
+        mgr.configure(NAME, f"sqlite:rel.db?strategy={strategy}")
+        os.chdir(second)  # nothing was opened yet: the path was resolved at configure
+        mgr.submit_write(create_items).result(timeout=10)
+        mgr.submit_write(insert("kept")).result(timeout=10)
+        read = (lambda: mgr.submit_read(lambda s: s.find(Item).count()).result(timeout=10)) \
+            if strategy == "single" else (lambda: mgr.get_store(NAME).find(Item).count())
+        assert in_thread(read) == 1  # a new thread's store opens the same file
+        mgr.close(timeout=10)
+    finally:
+        os.chdir(old)
+    assert names(first / "rel.db") == ["kept"]
+    assert not (second / "rel.db").exists()
+
+
+def test_get_store_inside_a_unit_is_the_units_store(manager):
+    def unit(store):
+        insert("inside")(store)
+        inner = manager.get_store(NAME)
+        return inner is store, inner.find(Item, name="inside").count()
+
+    assert in_thread(lambda: manager.submit_write(unit).result(timeout=10)) == (True, 1)
+
+
+def test_a_failing_read_inside_a_unit_fails_alone_and_dooms_nothing(manager):
+    def unit(store):
+        insert("kept")(store)
+        failed = manager.submit_read(lambda s: s.execute("SELECT nope FROM item")).exception()
+        try:
+            with manager.read(NAME) as reading:
+                reading.execute("SELECT nope FROM item")
+        except Exception as error:  # noqa: BLE001 - compared below
+            block_error = error
+        return type(failed).__name__, type(block_error).__name__
+
+    assert in_thread(lambda: manager.submit_write(unit).result(timeout=10)) == (
+        "OperationalError", "OperationalError")
+    assert names(manager.strategy(NAME).config.path) == ["kept"]
+
+
+def test_a_failing_write_inside_a_unit_dooms_it(manager):
+    def unit(store):
+        insert("never")(store)
+        error = manager.submit_write(insert("never")).exception()  # UNIQUE
+        assert isinstance(error, IntegrityError)
+
+    error = in_thread(lambda: manager.submit_write(unit).exception(timeout=10))
+    assert isinstance(error, TransactionDoomedError)
+    assert names(manager.strategy(NAME).config.path) == []
+
+
+def test_reads_outside_units_refuse_writes_and_leave_nothing(manager, strategy):
+    error = manager.submit_read(insert("sneaky")).exception(timeout=10)
+    assert isinstance(error, ReadOnlyStoreError)
+    if strategy != "single":
+        with pytest.raises(ReadOnlyStoreError):
+            with manager.read(NAME) as store:
+                insert("sneaky")(store)
+    assert names(manager.strategy(NAME).config.path) == []
+    assert manager.submit_write(insert("fine")).result(timeout=10) == "fine"
+
+
+def test_a_read_block_inside_a_read_block_joins_it(manager, strategy):
+    if strategy == "single":
+        pytest.skip("single has no read() blocks outside units: its reads are submit_read")
+    with manager.read(NAME) as outer:
+        outer.execute("SELECT count(*) FROM item").get_one()
+        with manager.read(NAME) as inner:
+            assert inner is outer
+        assert outer.connection.in_transaction  # the inner block did not end the snapshot
+    assert not outer.connection.in_transaction
+
+
+@pytest.mark.parametrize("strategy", ["queue", "single"])
+def test_the_writer_thread_outside_a_unit_submits_but_never_waits_for_itself(tmp_path, strategy):
+    """A done-callback runs on the writer thread after COMMIT: it may submit (an ordinary
+    outermost unit, committed), but waiting there for the writer would never end."""
+    mgr = StoreManager()
+    mgr.configure(NAME, f"sqlite:{tmp_path / 'cb.db'}?strategy={strategy}")
+    mgr.submit_write(create_items).result(timeout=10)
+    seen: dict = {}
+    done = threading.Event()
+
+    def callback(_):
+        try:
+            seen["submitted"] = mgr.submit_write(insert("from callback"))
+            for name, attempt in [("wait", lambda: seen["submitted"].result()),
+                                  ("write", lambda: mgr.write(NAME).__enter__())]:
+                try:
+                    attempt()
+                except StrategyError as error:
+                    seen[name] = str(error)
+        finally:
+            done.set()
+
+    future = mgr.submit_write(insert("first"))
+    future.add_done_callback(callback)
+    assert future.result(timeout=10) == "first"
+    assert done.wait(10)
+    assert "would wait for itself" in seen["wait"] and "would wait for itself" in seen["write"]
+    assert seen["submitted"].result(timeout=10) == "from callback"
+    assert mgr.submit_write(insert("after")).result(timeout=10) == "after"
+    mgr.close(timeout=10)
+    assert names(tmp_path / "cb.db") == ["first", "from callback", "after"]
+
+
+def test_a_unit_that_raises_leaves_the_next_one_alone(manager):
+    def failing(store):
+        insert("gone")(store)
+        raise Boom()
+
+    with pytest.raises(Boom):
+        manager.submit_write(failing).result(timeout=10)
+    assert manager.submit_write(insert("next")).result(timeout=10) == "next"
+    assert names(manager.strategy(NAME).config.path) == ["next"]
