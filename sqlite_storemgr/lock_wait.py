@@ -5,15 +5,17 @@ a thread that has waited a while polls every 100 ms and nearly always finds the
 lock taken again by a newcomer that polls after 1 ms: under load one unit could
 starve for its whole ``timeout`` while the other threads kept committing.  Here
 the threads of one process that wait for one file's write lock queue in arrival
-order, and only the first polls SQLite (``BEGIN IMMEDIATE`` with SQLite's own wait
-off, every 0.5 to 2 ms), so a lock held by another process (or by a write outside
-a unit) is still waited for, within the same deadline.  Once it has waited 50 ms
-the lock goes in turn (`WriteLockLine`).  The lock stays SQLite's: no thread holds
-anything of ours across its transaction.
+order and only the first tries SQLite (``BEGIN IMMEDIATE`` with SQLite's own wait
+off): woken when a unit of ours ends its transaction, every 0.5 to 2 ms while the
+lock may be another process's (so that is still waited for, within the same
+deadline).  Once the first waiter has waited 50 ms, the lock goes in turn
+(`WriteLockLine`).  The lock stays SQLite's: nothing of ours is held across a
+transaction, and waits stay bounded by the one ``timeout``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -22,46 +24,54 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Hashable
 
-# How often the first waiter looks at the lock (a try only when no unit of ours holds
-# it: another process, or a write outside a unit, may): short, jittered.
+# How often the first waiter tries the lock while no unit of ours holds it (another
+# process, or a write outside a unit, may): short, jittered.
 POLL_SECONDS = (0.0005, 0.002)
+# While a unit of ours holds it, the unit's end wakes the first waiter; but once such a
+# wake-up found the lock taken again already (a thread that just committed went first),
+# ends do not wake it for this long: it looks by itself every 1 to 2 times this.
+REWAKE_SECONDS = 0.01
 # The other waiters are woken when their turn comes; this only bounds a lost wake-up.
 CHECK_SECONDS = (0.2, 0.4)
-# Once the first waiter has waited this long (or this share of its timeout, if less),
-# the lock goes strictly in turn.
+# Once the first waiter has been first this long (or this share of its timeout, if
+# less), the lock goes in turn.
 STARVING_SECONDS = 0.05
 STARVING_SHARE = 0.1
 
 
 class _Waiter:
-    __slots__ = ("wake", "since", "patience")
+    __slots__ = ("wake", "patience", "first_since", "woken_by_end", "futile_at")
 
-    def __init__(self, since: float, wait: float) -> None:
-        self.since = since
-        self.patience = min(STARVING_SECONDS, wait * STARVING_SHARE)
+    def __init__(self, wait: float) -> None:
         self.wake = threading.Lock()  # held until the waiter is woken (a binary semaphore)
         self.wake.acquire()
+        self.patience = min(STARVING_SECONDS, wait * STARVING_SHARE)
+        self.first_since: float | None = None  # when it became the first in line
+        self.woken_by_end = False
+        self.futile_at = -math.inf  # when a unit's end last woke it for nothing
 
 
 class WriteLockLine:
     """The threads of this process waiting for one database's write lock, in arrival order.
 
-    Like Go's ``sync.Mutex``: a newcomer may take a free lock before the waiters
-    (the thread that just committed is running, while handing the lock to a
-    sleeping one costs thread switches on every unit) until the first waiter has
-    waited `STARVING_SECONDS` (or a tenth of its timeout).  From then on every
-    newcomer queues up and the lock goes in turn, each unit's end waking the
-    next waiter, until a waiter gets it within that time again or the line is
-    empty.  So no unit waits much longer than that plus one turn of the line.
+    As in Go's ``sync.Mutex``, a newcomer may take a free lock before the
+    waiters (the thread that just committed is running, while handing the lock
+    to a sleeping one costs thread switches on every unit), until the first
+    waiter has been first for `STARVING_SECONDS` (or a tenth of its timeout).
+    Then everyone in line at that moment gets the lock in turn, each unit's end
+    waking the next, while newcomers queue up behind them.  So no unit waits
+    much longer than that plus two turns of the line.
     """
 
     def __init__(self) -> None:
+        self.generation = _generation  # a line of the parent is not used after a fork
         self._lock = threading.Lock()
         self._waiters: deque[_Waiter] = deque()
         # Connections that took the lock inside a unit and have not said it ended
         # (`ended`): while there are any, trying the lock is no use.
         self._units = 0
         self._starving = False
+        self._last_starving: _Waiter | None = None  # the last waiter of the turns under way
 
     def begin(self, attempt: Callable[[], BaseException | None], wait: float,
               in_unit: bool) -> bool:
@@ -76,16 +86,16 @@ class WriteLockLine:
         me = None
         with self._lock:
             if self._starving or self._units:  # in turn, or one of ours holds it
-                me = _Waiter(now, wait)
+                me = _Waiter(wait)
                 self._waiters.append(me)
         if me is None:
             error = attempt()
             if error is None:
                 return self._taken(None, in_unit)
             with self._lock:
-                me = _Waiter(now, wait)
+                me = _Waiter(wait)
                 self._waiters.append(me)
-        taken = False
+        taken = woken = False
         try:
             while True:
                 now = time.monotonic()
@@ -93,9 +103,16 @@ class WriteLockLine:
                 with self._lock:
                     first = self._waiters[0] is me
                     units = self._units
-                    if first and not self._starving and now - me.since >= me.patience:
-                        self._starving = True
                     starving = self._starving
+                    if woken and me.woken_by_end and units and not starving:
+                        me.futile_at = now  # someone went first: ends need not wake us
+                    me.woken_by_end = False
+                    if first and not starving:
+                        if me.first_since is None:
+                            me.first_since = now
+                        elif now - me.first_since >= me.patience:
+                            starving = self._starving = True  # turns for all in line now
+                            self._last_starving = self._waiters[-1]
                 # The first waiter tries when no unit of ours holds the lock (now and
                 # then even so, should an end go unannounced); at the deadline every
                 # waiter makes one last try, whatever its turn.
@@ -109,13 +126,15 @@ class WriteLockLine:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise error
-                if first and not (units and starving):
-                    # Watch the lock: another process or a barging thread of ours may
-                    # hold it, or it may be free with nobody taking it.
+                if first and not units:
                     pause = random.uniform(*POLL_SECONDS)
+                elif first and not starving:
+                    pause = random.uniform(REWAKE_SECONDS, 2 * REWAKE_SECONDS)
+                    if me.first_since is not None:  # look again when patience runs out
+                        pause = max(0.0001, min(pause, me.first_since + me.patience - now))
                 else:
                     pause = random.uniform(*CHECK_SECONDS)  # woken when our turn comes
-                me.wake.acquire(timeout=min(remaining, pause))
+                woken = me.wake.acquire(timeout=min(remaining, pause))
         finally:
             if not taken:
                 self._leave(me)
@@ -125,29 +144,32 @@ class WriteLockLine:
             if in_unit:
                 self._units += 1
             if me is not None:
-                first = self._waiters[0] is me
-                self._waiters.remove(me)
-                if first:
-                    if not self._waiters or time.monotonic() - me.since < me.patience:
-                        self._starving = False
-                    if not (self._starving and in_unit):  # else `ended` wakes it
-                        self._wake_first()  # the next in line takes over watching
+                first = self._remove(me)
+                if first and not (self._starving and in_unit):  # else `ended` wakes it
+                    self._wake_first()  # the next in line takes over watching
         return in_unit
 
     def _leave(self, me: _Waiter) -> None:
         with self._lock:
-            first = self._waiters[0] is me
-            self._waiters.remove(me)
-            if first:
-                if not self._waiters:
-                    self._starving = False
+            if self._remove(me):
                 self._wake_first()
 
+    def _remove(self, me: _Waiter) -> bool:
+        """Take ``me`` out of the line (under the lock); whether it was the first."""
+        first = self._waiters[0] is me
+        self._waiters.remove(me)
+        if me is self._last_starving or not self._waiters:
+            self._starving = False  # the turns are over: newcomers may take a free lock again
+            self._last_starving = None
+        return first
+
     def ended(self) -> None:
-        """A unit that took the lock here ended its transaction: in turns, the next one's."""
+        """A unit that took the lock here ended its transaction: wake the first waiter."""
         with self._lock:
             self._units = max(0, self._units - 1)
-            if self._starving:
+            if self._waiters and (self._starving or time.monotonic()
+                                  - self._waiters[0].futile_at >= REWAKE_SECONDS):
+                self._waiters[0].woken_by_end = True
                 self._wake_first()
 
     def _wake_first(self) -> None:
@@ -159,6 +181,7 @@ class WriteLockLine:
 
 _lines: "weakref.WeakValueDictionary[Hashable, WriteLockLine]" = weakref.WeakValueDictionary()
 _lines_lock = threading.Lock()
+_generation = 0  # forks so far (in this process's line of descent)
 
 
 def line_for(key: Hashable) -> WriteLockLine:
@@ -177,14 +200,14 @@ def begin_in_turn(connection: Any, key: Hashable, wait: float,
     """``begin()`` (``BEGIN IMMEDIATE`` on ``connection``) in turn, within ``wait`` seconds.
 
     ``sqlite_wait(ms)`` sets SQLite's own busy wait: off while in line, back to
-    ``wait`` afterwards.  Inside a unit (`unit_started`) the lock's end is
-    announced by `unit_ended`, which wakes the next waiter at once.
+    ``wait`` afterwards.  Inside a unit (`unit_started`) the end of the
+    transaction is announced by `unit_ended`, which wakes the first waiter.
     """
     held = connection.__dict__.pop("_lock_wait_held", None)
-    if held is not None:  # a unit's earlier attempt that rolled back: its turn is over
-        held.ended()
+    if held is not None and held.generation == _generation:
+        held.ended()  # a unit's earlier attempt that rolled back: its turn is over
     line = connection.__dict__.get("_lock_wait_line")
-    if line is None:
+    if line is None or line.generation != _generation:
         line = connection._lock_wait_line = line_for(key)
 
     def attempt() -> BaseException | None:
@@ -210,18 +233,20 @@ def unit_started(connection: Any) -> None:
 
 
 def unit_ended(connection: Any) -> None:
-    """The unit on ``connection`` ended (committed or rolled back): wake the next waiter."""
+    """The unit on ``connection`` ended (committed or rolled back): wake the first waiter."""
     connection._lock_wait_unit = False
     held = connection.__dict__.pop("_lock_wait_held", None)
-    if held is not None:
+    if held is not None and held.generation == _generation:
         held.ended()
 
 
 def _after_fork_in_child() -> None:
-    global _lines, _lines_lock
-    # Another thread of the parent may have been in line: the child starts afresh.
+    global _lines, _lines_lock, _generation
+    # Another thread of the parent may have been in line, or inside a line's lock:
+    # the child starts afresh and never touches the parent's lines.
     _lines = weakref.WeakValueDictionary()
     _lines_lock = threading.Lock()
+    _generation += 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -226,8 +226,13 @@ class WriterThreadStrategy(Strategy):
             return read_block(store)
         return super().read()
 
-    def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
-        return self.queue.lease(savepoint)
+    @contextmanager
+    def write(self, savepoint: bool = False) -> Iterator[ManagedStore]:
+        """A ``write()`` block on the writer's store; once it committed, this thread's store
+        serves nothing cached from before (read-your-writes, as for `submit_write`)."""
+        with self.queue.lease(savepoint) as store:
+            yield store
+        self._acknowledge()
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), **self.queue.stats()}

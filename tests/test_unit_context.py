@@ -181,3 +181,15 @@ def test_a_unit_that_raises_leaves_the_next_one_alone(manager):
         manager.submit_write(failing).result(timeout=10)
     assert manager.submit_write(insert("next")).result(timeout=10) == "next"
     assert names(manager.strategy(NAME).config.path) == ["next"]
+
+
+def test_held_objects_show_a_write_block_of_their_own_thread(manager, strategy):
+    """Found by the differential test under queue: a write() block (it borrows the
+    writer's store) left the thread's held objects stale; submit_write did not."""
+    if strategy == "single":
+        pytest.skip("single has no get_store outside units: no held objects")
+    manager.submit_write(insert("a")).result(timeout=10)
+    held = manager.get_store(NAME).find(Item, name="a").one()
+    with manager.write(NAME) as store:
+        store.execute("UPDATE item SET name = 'b' WHERE name = 'a'")
+    assert held.name == "b"
