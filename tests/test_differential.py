@@ -94,8 +94,9 @@ def differences_report(observed: dict[str, list]) -> str:
     return "\n".join(lines)
 
 
-# A passing run takes 15-30 s on a loaded 2-core machine.  A failing one takes longer:
-# Hypothesis shrinks the program (each attempt runs it four times), 1-4 minutes.
+# 200 programs take 10 s on an idle 2-core machine, about 45 s on a loaded one.  A failing
+# run takes longer: Hypothesis shrinks the program (each attempt runs it four times),
+# 1-4 minutes; Hypothesis itself stops shrinking after 5.
 @pytest.mark.timeout(600)
 @settings(max_examples=200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -157,6 +158,7 @@ def rename(key, value):
 
 @pytest.mark.timeout(30)
 def test_1_a_submit_from_a_done_callback_is_committed_once_acknowledged(mgr, path):
+    """Defect 1: under queue it ran inline on the writer, acknowledged, never committed."""
     caller = threading.current_thread()
     registered, submitted, later = threading.Event(), threading.Event(), []
 
@@ -182,6 +184,7 @@ def test_1_a_submit_from_a_done_callback_is_committed_once_acknowledged(mgr, pat
 
 @pytest.mark.timeout(30)
 def test_2_a_held_object_shows_the_threads_own_acknowledged_write(mgr, strategy):
+    """Defect 2: under queue the held object kept its old value."""
     if strategy in GET_STORE_REFUSED:
         mgr.submit_write(rename(1, "renamed")).result(STEP_TIMEOUT)
         assert mgr.submit_read(lambda s: s.get(Item, 1).v).result(STEP_TIMEOUT) == "renamed"
@@ -194,6 +197,7 @@ def test_2_a_held_object_shows_the_threads_own_acknowledged_write(mgr, strategy)
 
 @pytest.mark.timeout(30)
 def test_3_reads_inside_a_unit_see_its_writes(mgr, path):
+    """Defect 3: under queue check-then-insert inserted twice (read() refused under single)."""
     def present_by_read(key):
         with mgr.read() as store:
             return store.get(Item, key) is not None
@@ -218,6 +222,7 @@ def test_3_reads_inside_a_unit_see_its_writes(mgr, path):
 
 @pytest.mark.timeout(30)
 def test_4_a_unit_returning_a_resultset_fails_and_commits_nothing(mgr, path):
+    """Defect 4: the live ResultSet was handed back (and the unit committed)."""
     def unit(store):
         insert(3, "b")(store)
         return store.find(Item)
@@ -229,6 +234,7 @@ def test_4_a_unit_returning_a_resultset_fails_and_commits_nothing(mgr, path):
 
 @pytest.mark.timeout(30)
 def test_9_a_read_through_get_store_pins_no_snapshot(mgr, strategy):
+    """Defect 9: under mutex/threadlocal the first read's snapshot stayed open."""
     def every_row(store):
         return [(item.id, item.v) for item in store.find(Item).order_by(Item.id)]
 
@@ -239,6 +245,7 @@ def test_9_a_read_through_get_store_pins_no_snapshot(mgr, strategy):
 
 @pytest.mark.timeout(30)
 def test_10_a_read_block_sees_fresh_cached_objects(mgr, strategy):
+    """Defect 10: under queue the cached object was stale while raw SQL was fresh."""
     def both_ways(store):
         raw = store.execute("SELECT v FROM item WHERE id = 1").get_one()[0]
         return store.get(Item, 1).v, raw
