@@ -24,7 +24,6 @@ Differences from `storm.databases.sqlite`, each for a reason:
 from __future__ import annotations
 
 import itertools
-import re
 import os
 import threading
 import uuid
@@ -40,28 +39,20 @@ from storm.tracer import _tracers, trace
 from storm.uri import URI
 
 from . import forking
+from .dialect import (
+    BUSY_BEGIN, BUSY_COMMIT, BUSY_READ, BUSY_TRANSACTION, WriteTracking, busy_phase,
+    is_write_statement)
 from .errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError
 from .uri import SQLiteConfig, config_from_storm_uri
 
 __all__ = ["SQLiteDatabase", "SQLiteConnection", "register", "connections_opened",
            "busy_phase", "BUSY_BEGIN", "BUSY_COMMIT", "BUSY_TRANSACTION", "BUSY_READ"]
 
-BUSY_BEGIN = "begin"              # waiting for the write lock at BEGIN IMMEDIATE
-BUSY_COMMIT = "commit"            # COMMIT could not get the lock it needs
-BUSY_TRANSACTION = "transaction"  # a statement inside an open transaction (stale snapshot)
-BUSY_READ = "read"                # an autocommit statement
-
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
 # Errors about the file itself (READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB): their
 # messages name the file, which SQLite's own text does not.
 _FILE_CODES = (8, 10, 11, 13, 14, 26)
-# Statements that change no data: queries, and transaction and session control.
-_SKIPPED = " \t\r\n("
-_WRITE_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
-_NON_WRITING = ("SELECT", "VALUES", "EXPLAIN", "SHOW", "SET", "BEGIN", "COMMIT",
-                "END", "ROLLBACK", "SAVEPOINT", "RELEASE")
-
 _opened = itertools.count(1)
 _last_opened = 0
 
@@ -69,30 +60,6 @@ _last_opened = 0
 def connections_opened() -> int:
     """How many raw connections this backend has opened in this process."""
     return _last_opened
-
-
-def busy_phase(error: BaseException) -> str | None:
-    """Where a "database is locked" error happened, or None if it is not one."""
-    return getattr(error, "busy_phase", None)
-
-
-def is_write_statement(statement: str) -> bool:
-    """True unless the statement changes no data (a query, transaction control, a PRAGMA read).
-
-    Leading comments and parentheses are skipped; a ``WITH`` statement writes
-    when its body does (``WITH ... INSERT``).
-    """
-    text = statement.lstrip(_SKIPPED)
-    while text.startswith(("--", "/*")):
-        text = text.partition("\n" if text[1] == "-" else "*/")[2].lstrip(_SKIPPED)
-    head = text[:9].upper()
-    if head.startswith("WITH"):
-        return _WRITE_WORD.search(text) is not None
-    if head.startswith(_NON_WRITING):
-        return False
-    if head.startswith("PRAGMA"):
-        return "=" in statement
-    return True
 
 
 class _FetchedCursor:
@@ -124,47 +91,6 @@ class _FetchedCursor:
 
     def close(self) -> None:
         self._rows = []
-
-
-class WriteTracking:
-    """What the manager needs of any backend's connection: read-only refusal, write tracking.
-
-    Mixed into the SQLite and the PostgreSQL connection; each sets ``read_only``,
-    ``_wrote`` and ``in_transaction``.
-    """
-
-    read_only = False
-    refuse_writes = False  # a read() block or read unit on a writable connection
-    _wrote = False
-    _raw_connection: Any
-
-    @property
-    def raw(self) -> Any:
-        """The DB-API connection underneath; ClosedError (never None) once it was closed.
-
-        Unguarded: a close() from another thread may land right after this
-        returns.  Code beside Storm on a SQLite store goes through
-        `SharedCursor` and `shared_attribute` instead, which hold the use lock.
-        """
-        raw = self._raw_connection
-        if raw is None or self._closed:
-            closed_error = getattr(self, "_closed_error", None)  # SQLite's names the file
-            raise closed_error() if closed_error else ClosedError("the connection is closed")
-        return raw
-
-    def note_statement(self, statement: str) -> None:
-        """Account for ``statement`` run on `raw` past raw_execute, so has_uncommitted_writes sees a write."""
-        if is_write_statement(statement):
-            self._wrote = True
-
-    @property
-    def has_uncommitted_writes(self) -> bool:
-        """True when the open transaction has executed a statement that writes."""
-        return self._wrote and self.in_transaction
-
-    def check_writable(self) -> None:
-        if self.read_only or self.refuse_writes:
-            raise ReadOnlyStoreError(READ_ONLY_MESSAGE)
 
 
 class _GuardedResult(SQLiteResult):

@@ -75,7 +75,8 @@ from typing import Any
 import pysqlite3.dbapi2 as dbapi
 from storm.exceptions import ClosedError
 
-from .backend import is_write_statement, shared_attribute
+from .backend import shared_attribute
+from .dialect import is_write_statement
 from .errors import ReadOnlyStoreError, StoreManagerError, StrategyError
 from .stores import ManagedStore
 from .uri import SQLiteConfig

@@ -68,7 +68,7 @@ import threading
 import weakref
 from typing import Any
 
-from .backend import busy_phase
+from .dialect import busy_phase
 from .errors import ConfigError, DatabaseLockedError, StrategyError
 from .scopes import add_process_hook, remove_process_hook
 from .stores import ManagedStore
