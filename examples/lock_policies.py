@@ -6,8 +6,8 @@ file and holds it for ``--hold`` seconds, while this process tries a write under
 write show the difference:
 
 A. ``submit_write(fn)``: the unit begins ``BEGIN IMMEDIATE``, so the wait for
-   the lock happens in SQLite's busy handler, bounded by ``timeout``, the same
-   under every policy.
+   the lock (in line with this process's other threads, `lock_wait`) is
+   bounded by ``timeout``, the same under every policy.
 B. Code that reads, then writes through its own ``get_store`` store, wrapped in
    ``@manager.retrying()``: it too begins ``BEGIN IMMEDIATE`` before its first
    read, so its read can never go stale and it waits exactly like A.  The
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for policy, meaning in POLICIES.items():
         print(f"  on_locked={policy}: {meaning}")
     cases = [
-        ("A. submit_write(fn): BEGIN IMMEDIATE waits in SQLite's busy handler, up to "
+        ("A. submit_write(fn): BEGIN IMMEDIATE waits for the lock, up to "
          "timeout, under every policy", submit_write_unit,
          lambda policy, timeout: timeout > args.hold),
         ("B. read, then write through get_store under @retrying(): BEGIN IMMEDIATE first, "

@@ -245,19 +245,13 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         if self._database.config.strategy != "threadlocal":
             self._begin("BEGIN IMMEDIATE")
             return
-        from .lock_wait import begin_in_turn
-
-        def sqlite_wait(ms: int) -> None:  # whole seconds without a statement (no GIL release)
-            with self._use:
-                raw = self._live_raw()
-                if ms % 1000 == 0 and hasattr(raw, "set_busy_timeout"):
-                    raw.set_busy_timeout(ms // 1000)
-                else:
-                    self._execute_raw("PRAGMA busy_timeout = %d" % ms, ())
-
-        begin_in_turn(self, self._file_identity or self._file_path or self._database._target,
-                      self.__dict__.get("_busy_wait", self._database.config.timeout),
-                      lambda: self._begin("BEGIN IMMEDIATE"), sqlite_wait)
+        turns = self.__dict__.get("_write_turns")
+        if turns is None:
+            from .lock_wait import WriteTurns
+            turns = self._write_turns = WriteTurns(
+                self._file_identity or self._file_path or self._database._target)
+        turns.begin(self._begin, self.set_busy_timeout,
+                    self.__dict__.get("_busy_wait", self._database.config.timeout))
 
     def begin_read(self) -> None:
         """Open a deferred transaction: one consistent snapshot from its first read."""
@@ -300,10 +294,20 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         with self._use:
             return self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
 
-    def set_busy_timeout(self, seconds: float) -> None:
-        """How long SQLite waits for a lock in the next statements (`begin_write` too)."""
-        self._execute_raw("PRAGMA busy_timeout = %d" % max(0, int(seconds * 1000)), ())
-        self._busy_wait = max(0.0, seconds)
+    def set_busy_timeout(self, seconds: float, remember: bool = True) -> None:
+        """How long SQLite waits for a lock in the next statements (`begin_write` too).
+
+        ``remember=False`` only sets SQLite's wait, for a while (`lock_wait`).
+        """
+        ms = max(0, int(seconds * 1000))
+        with self._use:
+            raw = self._live_raw()
+            if ms % 1000 == 0 and hasattr(raw, "set_busy_timeout"):
+                raw.set_busy_timeout(ms // 1000)  # pysqlite3: whole seconds, no statement
+            else:
+                self._execute_raw("PRAGMA busy_timeout = %d" % ms, ())
+        if remember:
+            self._busy_wait = max(0.0, seconds)
 
     def raw_execute(self, statement: str, params: Any = None) -> Any:
         if not (self._wrote and self._in_transaction) or self.refuse_writes:

@@ -6,11 +6,12 @@ lock taken again by a newcomer that polls after 1 ms: under load one unit could
 starve for its whole ``timeout`` while the other threads kept committing.  Here
 the threads of one process that wait for one file's write lock queue in arrival
 order and only the first tries SQLite (``BEGIN IMMEDIATE`` with SQLite's own wait
-off): woken when a unit of ours ends its transaction, every 0.5 to 2 ms while the
+off): woken when a unit of ours ends its transaction (or looking every 10-20 ms while
+committing threads keep taking the lock straight back), every 0.5 to 2 ms while the
 lock may be another process's (so that is still waited for, within the same
-deadline).  Once the first waiter has waited 50 ms, the lock goes in turn
-(`WriteLockLine`).  The lock stays SQLite's: nothing of ours is held across a
-transaction, and waits stay bounded by the one ``timeout``.
+deadline).  Once the first waiter has been first for 50 ms, everyone then in line
+gets the lock in turn (`WriteLockLine`).  The lock stays SQLite's: nothing of ours
+is held across a transaction, and waits stay bounded by the one ``timeout``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from typing import Any, Callable, Hashable
 # How often the first waiter tries the lock while no unit of ours holds it (another
 # process, or a write outside a unit, may): short, jittered.
 POLL_SECONDS = (0.0005, 0.002)
-# While a unit of ours holds it, the unit's end wakes the first waiter; but once such a
-# wake-up found the lock taken again already (a thread that just committed went first),
-# ends do not wake it for this long: it looks by itself every 1 to 2 times this.
+# While a unit of ours holds it, the unit's end wakes the first waiter, but not for this
+# long after threads were seen coming straight back for the lock (a wake-up that found
+# it taken again already, or a newcomer that found it taken): then the first waiter
+# looks by itself every 1 to 2 times this, and the threads that keep committing do not
+# pay a thread switch per unit.
 REWAKE_SECONDS = 0.01
 # The other waiters are woken when their turn comes; this only bounds a lost wake-up.
 CHECK_SECONDS = (0.2, 0.4)
@@ -72,27 +75,26 @@ class WriteLockLine:
         self._units = 0
         self._starving = False
         self._last_starving: _Waiter | None = None  # the last waiter of the turns under way
+        self._busy_until = -math.inf  # threads come straight back: ends wake no one till then
 
-    def begin(self, attempt: Callable[[], BaseException | None], wait: float,
-              in_unit: bool) -> bool:
-        """Call ``attempt()`` (one try at the lock, no busy wait) in turn until it succeeds.
+    def begin(self, begin: Callable[[str], None], wait: float, in_unit: bool) -> bool:
+        """``begin("BEGIN IMMEDIATE")`` (no busy wait of SQLite's) in turn until it succeeds.
 
-        ``attempt`` returns None once the lock is had, else the busy error;
-        after ``wait`` seconds that error is raised.  Returns whether the
-        taker is counted as a unit that will call `ended`.
+        After ``wait`` seconds the last busy error is raised.  Returns whether
+        the taker is counted as a unit that will call `ended`.
         """
         now = tried = time.monotonic()
         deadline = now + wait
-        me = None
-        with self._lock:
-            if self._starving or self._units:  # in turn, or one of ours holds it
+        if self._starving or self._units:  # in turn, or one of ours holds it (a hint)
+            with self._lock:
                 me = _Waiter(wait)
                 self._waiters.append(me)
-        if me is None:
-            error = attempt()
+        else:
+            error = _attempt(begin)
             if error is None:
                 return self._taken(None, in_unit)
             with self._lock:
+                self._busy_until = time.monotonic() + REWAKE_SECONDS
                 me = _Waiter(wait)
                 self._waiters.append(me)
         taken = woken = False
@@ -119,7 +121,7 @@ class WriteLockLine:
                 if (first and (not units or now - tried >= CHECK_SECONDS[0])
                         or remaining <= 0):
                     tried = now
-                    error = attempt()
+                    error = _attempt(begin)
                     if error is None:
                         taken = True
                         return self._taken(me, in_unit)
@@ -140,6 +142,8 @@ class WriteLockLine:
                 self._leave(me)
 
     def _taken(self, me: _Waiter | None, in_unit: bool) -> bool:
+        if me is None and not in_unit:
+            return False
         with self._lock:
             if in_unit:
                 self._units += 1
@@ -167,8 +171,11 @@ class WriteLockLine:
         """A unit that took the lock here ended its transaction: wake the first waiter."""
         with self._lock:
             self._units = max(0, self._units - 1)
-            if self._waiters and (self._starving or time.monotonic()
-                                  - self._waiters[0].futile_at >= REWAKE_SECONDS):
+            if not self._waiters:
+                return
+            now = time.monotonic()
+            if self._starving or (now >= self._busy_until
+                                  and now - self._waiters[0].futile_at >= REWAKE_SECONDS):
                 self._waiters[0].woken_by_end = True
                 self._wake_first()
 
@@ -195,49 +202,64 @@ def line_for(key: Hashable) -> WriteLockLine:
     return line
 
 
-def begin_in_turn(connection: Any, key: Hashable, wait: float,
-                  begin: Callable[[], None], sqlite_wait: Callable[[int], None]) -> None:
-    """``begin()`` (``BEGIN IMMEDIATE`` on ``connection``) in turn, within ``wait`` seconds.
-
-    ``sqlite_wait(ms)`` sets SQLite's own busy wait: off while in line, back to
-    ``wait`` afterwards.  Inside a unit (`unit_started`) the end of the
-    transaction is announced by `unit_ended`, which wakes the first waiter.
-    """
-    held = connection.__dict__.pop("_lock_wait_held", None)
-    if held is not None and held.generation == _generation:
-        held.ended()  # a unit's earlier attempt that rolled back: its turn is over
-    line = connection.__dict__.get("_lock_wait_line")
-    if line is None or line.generation != _generation:
-        line = connection._lock_wait_line = line_for(key)
-
-    def attempt() -> BaseException | None:
-        try:
-            begin()
-        except Exception as error:
-            if getattr(error, "busy_phase", None) is None:
-                raise
-            return error
-        return None
-
-    sqlite_wait(0)
+def _attempt(begin: Callable[[str], None]) -> BaseException | None:
+    """One ``BEGIN IMMEDIATE``: None if it went through, else the busy error."""
     try:
-        if line.begin(attempt, wait, connection.__dict__.get("_lock_wait_unit", False)):
-            connection._lock_wait_held = line
-    finally:
-        sqlite_wait(max(0, int(wait * 1000)))
+        begin("BEGIN IMMEDIATE")
+    except Exception as error:
+        if getattr(error, "busy_phase", None) is None:
+            raise
+        return error
+    return None
+
+
+class WriteTurns:
+    """One connection's place in its database's line (kept by the connection)."""
+
+    __slots__ = ("key", "line", "held", "in_unit")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.line: WriteLockLine | None = None
+        self.held: WriteLockLine | None = None  # took the lock inside a unit: `ended` owed
+        self.in_unit = False  # inside an outermost unit (`unit_started`)
+
+    def begin(self, begin: Callable[[str], None], busy_timeout: Callable[..., None],
+              wait: float) -> None:
+        """``begin("BEGIN IMMEDIATE")`` in turn, within ``wait`` seconds.
+
+        ``busy_timeout(seconds, remember=False)`` sets SQLite's own busy wait:
+        off while in line, back to ``wait`` afterwards.
+        """
+        held, self.held = self.held, None
+        if held is not None and held.generation == _generation:
+            held.ended()  # a unit's earlier attempt that rolled back: its turn is over
+        line = self.line
+        if line is None or line.generation != _generation:
+            line = self.line = line_for(self.key)
+        busy_timeout(0, remember=False)
+        try:
+            if line.begin(begin, wait, self.in_unit):
+                self.held = line
+        finally:
+            busy_timeout(wait, remember=False)
 
 
 def unit_started(connection: Any) -> None:
     """An outermost unit begins on ``connection``: it will say when its transaction ended."""
-    connection._lock_wait_unit = True
+    turns = connection.__dict__.get("_write_turns")
+    if turns is not None:
+        turns.in_unit = True
 
 
 def unit_ended(connection: Any) -> None:
     """The unit on ``connection`` ended (committed or rolled back): wake the first waiter."""
-    connection._lock_wait_unit = False
-    held = connection.__dict__.pop("_lock_wait_held", None)
-    if held is not None and held.generation == _generation:
-        held.ended()
+    turns = connection.__dict__.get("_write_turns")
+    if turns is not None:
+        turns.in_unit = False
+        held, turns.held = turns.held, None
+        if held is not None and held.generation == _generation:
+            held.ended()
 
 
 def _after_fork_in_child() -> None:
