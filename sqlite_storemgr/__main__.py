@@ -1,7 +1,7 @@
-"""``python -m sqlite_storemgr``: see `sqlite_storemgr.cli`."""
+"""``python -m sqlite_storemgr``: see `sqlite_storemgr.tools.cli`."""
 
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

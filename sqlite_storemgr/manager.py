@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from storm.store import Store
 
-from .backend import SQLiteDatabase
+from .backends.sqlite import SQLiteDatabase
 from .errors import ConfigError, ManagerClosedError
 from .scopes import before_write_unit
 from .strategies import Strategy, create_strategy
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from .zope_transaction import TransactionJoin
 
 _managers: "weakref.WeakSet[StoreManager]" = weakref.WeakSet()
 
@@ -38,7 +35,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def open_database(config: SQLiteConfig | PostgresConfig) -> Any:
     """The Storm database for a config; nothing is created on disk by it."""
     if isinstance(config, PostgresConfig):
-        from .pg_backend import PostgresDatabase  # psycopg2 is an optional extra
+        from .backends.postgres import PostgresDatabase  # psycopg2 is an optional extra
         return PostgresDatabase(config)
     if config.path is not None:
         parent = os.path.dirname(os.path.abspath(config.path))
@@ -133,17 +130,6 @@ class StoreManager:
     def read(self, name: str | None = None) -> AbstractContextManager[Store]:
         """One consistent read snapshot around a ``with`` block."""
         return self.strategy(name).read()
-
-    def join_transaction_manager(self, transaction_manager: Any, name: str | None = None
-                                 ) -> "TransactionJoin":
-        """Make the stores of ``name`` (default: every database) join ``transaction_manager``.
-
-        Every store a thread touches joins that thread's current transaction of
-        the zope ``transaction`` package as a data manager; see
-        `sqlite_storemgr.zope_transaction`.  Returns a handle whose ``detach()`` undoes it.
-        """
-        from .zope_transaction import join_transaction_manager
-        return join_transaction_manager(self, transaction_manager, name)
 
     def retrying(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator applying the lock policy to code that writes through ``get_store``."""

@@ -21,7 +21,7 @@ from .dialect import BUSY_COMMIT, busy_phase
 from .errors import DatabaseLockedError
 
 if TYPE_CHECKING:
-    from .backend import SQLiteConnection
+    from .backends.sqlite import SQLiteConnection
 
 T = TypeVar("T")
 

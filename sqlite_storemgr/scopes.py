@@ -1,7 +1,7 @@
 """Outer transaction scopes: the hook that lets one open before a write unit starts.
 
-A request-scoped transaction (`sqlite_storemgr.wsgi`) or a zope transaction
-(`sqlite_storemgr.zope_transaction`) owns the transaction that the units run
+A request-scoped transaction (`sqlite_storemgr.integrations.wsgi`) or a zope transaction
+(`sqlite_storemgr.integrations.zope`) owns the transaction that the units run
 inside it join.  Such a scope is opened lazily, by the first write unit that
 needs it, so a request that only reads never takes a write lock.
 `StoreManager.submit_write` and `StoreManager.write` call `before_write_unit`

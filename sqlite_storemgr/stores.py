@@ -22,7 +22,7 @@ from storm.database import Result
 from storm.references import BoundReferenceSetBase
 from storm.store import PENDING_ADD, PENDING_REMOVE, ResultSet, Store
 
-from .backend import SQLiteConnection, SQLiteDatabase
+from .backends.sqlite import SQLiteConnection, SQLiteDatabase
 from .errors import (
     StoreManagerError, TransactionControlError, TransactionDoomedError, WrongThreadError)
 

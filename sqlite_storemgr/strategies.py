@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator
 
-from .backend import SQLiteDatabase
+from .backends.sqlite import SQLiteDatabase
 from .errors import StrategyError
 from .gate import UnitGate
 from .retry import LockPolicy

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import DatabaseLockedError
 from .futures import UnitFuture
-from .lock_wait import unit_ended, unit_started
+from .backends.lock_wait import unit_ended, unit_started
 from .retry import LockPolicy
 from .stores import ManagedStore, refuse_store_bound
 

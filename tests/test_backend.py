@@ -17,8 +17,8 @@ from storm.databases.sqlite import SQLite as StormSQLite
 from storm.store import Store
 
 from sqlite_storemgr import ConfigError, ReadOnlyStoreError, StoreManager
-from sqlite_storemgr import backend
-from sqlite_storemgr.backend import (
+from sqlite_storemgr.backends import sqlite as backend
+from sqlite_storemgr.backends.sqlite import (
     BUSY_BEGIN, BUSY_COMMIT, BUSY_TRANSACTION, SQLiteConnection, SQLiteDatabase, busy_phase)
 
 

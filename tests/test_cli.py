@@ -29,7 +29,7 @@ def storemgr(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedP
 def main_without(module: str, *args: str) -> subprocess.CompletedProcess:
     """``cli.main(args)`` in a subprocess where ``module`` cannot be imported (not installed)."""
     code = (f"import sys; sys.modules[{module!r}] = None; "
-            f"from sqlite_storemgr.cli import main; sys.exit(main({list(args)!r}))")
+            f"from sqlite_storemgr.tools.cli import main; sys.exit(main({list(args)!r}))")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=50, env=ENV)
 
@@ -257,7 +257,7 @@ def test_bench_shows_progress_on_a_terminal(rich):
     """stderr on a pseudo-terminal: a rich bar, or plain lines when rich cannot be imported."""
     master, slave = os.openpty()
     hide_rich = "" if rich else "sys.modules['rich'] = None; "
-    code = (f"import sys; {hide_rich}from sqlite_storemgr.cli import main; "
+    code = (f"import sys; {hide_rich}from sqlite_storemgr.tools.cli import main; "
             "sys.exit(main(['bench', '--units', '200', '--threads', '2', "
             "'--strategies', 'queue', '--baselines', 'none']))")
     chunks: list[bytes] = []

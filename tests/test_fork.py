@@ -4,7 +4,7 @@ SQLite keeps each file's lock state (POSIX lock counts, the WAL index's lock
 masks) in process memory, and a forked child inherits it with the parent's
 connections.  A connection caught inside a transaction by the fork keeps the
 file locked in the child for good, for every connection the child opens.
-`sqlite_storemgr.forking` holds forks back until the package's transactions
+`sqlite_storemgr.backends.forking` holds forks back until the package's transactions
 are over and no thread of ours is inside SQLite.
 
 Real processes, real files, no mocks.  Each child reports through a pipe and
@@ -276,7 +276,7 @@ IN_FLIGHT = 4  # children writing at once, beside the parent's threads
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_forks_at_random_moments_leave_every_child_able_to_write(tmp_path, strategy, caplog):
-    from sqlite_storemgr import forking
+    from sqlite_storemgr.backends import forking
     path = tmp_path / "b.db"
     rng = random.Random()
     workload = _Workload(path, strategy)
@@ -398,7 +398,7 @@ def test_a_fork_from_inside_a_unit_warns_and_its_child_fails_fast(tmp_path, stra
 @pytest.mark.timeout(30)
 def test_a_fork_waits_for_a_stuck_transaction_only_so_long(tmp_path, caplog):
     """A unit that outlives the wait (FORK_WAIT_MIN for timeout=0.3): fork, warn, fail fast."""
-    from sqlite_storemgr.forking import FORK_WAIT_MIN
+    from sqlite_storemgr.backends.forking import FORK_WAIT_MIN
     path = tmp_path / "d.db"
     manager = StoreManager()
     manager.configure("main", f"sqlite:{path}?strategy=queue&timeout=0.3")

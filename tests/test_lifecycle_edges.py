@@ -66,7 +66,7 @@ CLOSE_DURING_READS = textwrap.dedent("""
         stop = threading.Event()
         if via == "sqlalchemy":
             from sqlalchemy import text
-            from sqlite_storemgr.sqlalchemy import engine_for
+            from sqlite_storemgr.integrations.sqlalchemy import engine_for
             engine = engine_for(manager, "main")
 
             def query():

@@ -1,4 +1,4 @@
-"""Fair turns at the write lock under ``threadlocal`` (sqlite_storemgr.lock_wait).
+"""Fair turns at the write lock under ``threadlocal`` (sqlite_storemgr.backends.lock_wait).
 
 With SQLite's own busy handler a thread that has waited a while polls only every
 100 ms and almost always finds the lock taken again by a thread that just

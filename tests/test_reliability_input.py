@@ -30,7 +30,7 @@ from storm.locals import Int, Storm, Unicode
 from _items import names
 from _reliability_support import STRATEGIES
 from sqlite_storemgr import ConfigError, StoreManager, StoreManagerError
-from sqlite_storemgr import backend
+from sqlite_storemgr.backends import sqlite as backend
 from sqlite_storemgr.uri import FOREIGN_KEYS, JOURNAL_MODES, LOCK_POLICIES, SYNCHRONOUS
 
 pytestmark = pytest.mark.filterwarnings(

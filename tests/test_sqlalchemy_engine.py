@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from storm.exceptions import ClosedError
 
 from sqlite_storemgr import ManagerClosedError, ReadOnlyStoreError, StoreManager, StrategyError
-from sqlite_storemgr.sqlalchemy import SharedConnection, engine_for, store_of
+from sqlite_storemgr.integrations.sqlalchemy import SharedConnection, engine_for, store_of
 from _items import Boom, Item, names
 
 

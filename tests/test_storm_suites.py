@@ -13,7 +13,7 @@ import pytest
 import storm.tests.databases.sqlite as database_suite
 import storm.tests.store.sqlite as store_suite
 
-from sqlite_storemgr import backend
+from sqlite_storemgr.backends import sqlite as backend
 
 
 @pytest.mark.timeout(300)

@@ -21,7 +21,7 @@ from storm.locals import Int, Storm, Unicode
 from sqlite_storemgr import (
     ConfigError, DatabaseLockedError, ManagerClosedError, StoreManager,
     WrongThreadError)
-from sqlite_storemgr import backend
+from sqlite_storemgr.backends import sqlite as backend
 from _items import insert
 
 STRATEGIES = ["mutex", "threadlocal"]

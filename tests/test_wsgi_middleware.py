@@ -22,7 +22,7 @@ from waitress.server import create_server
 
 from sqlite_storemgr import (
     DatabaseLockedError, StoreManager, TransactionControlError, TransactionDoomedError)
-from sqlite_storemgr.wsgi import TransactionMiddleware
+from sqlite_storemgr.integrations.wsgi import TransactionMiddleware
 from _items import Boom, Item, insert, names
 
 STRATEGIES = ["mutex", "threadlocal", "queue", "single"]

@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from sqlite_storemgr import (
     StoreManager, StrategyError, TransactionDoomedError)
+from sqlite_storemgr.integrations.zope import join_transaction_manager
 from _items import Boom, Item, names
 
 
@@ -63,7 +64,7 @@ def setup(tmp_path):
         manager.submit_write(lambda store: store.execute(
             "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)"), name=name).result()
     tm = transaction.ThreadTransactionManager()
-    join = manager.join_transaction_manager(tm)
+    join = join_transaction_manager(manager, tm)
     yield manager, paths, tm
     tm.abort()
     join.detach()
@@ -225,7 +226,7 @@ def test_a_lock_conflict_is_retried_by_the_transaction_manager(tmp_path):
     manager.submit_write(lambda store: store.execute(
         "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
     tm = transaction.ThreadTransactionManager()
-    join = manager.join_transaction_manager(tm)
+    join = join_transaction_manager(manager, tm)
     holder = dbapi.connect(str(path), isolation_level=None)  # another connection, same SQLite
     holder.execute("BEGIN IMMEDIATE")
     holder.execute("INSERT INTO item (name) VALUES ('holder')")
@@ -268,13 +269,13 @@ def test_queue_and_single_databases_refuse_to_join(tmp_path):
     tm = transaction.TransactionManager()
     try:
         with pytest.raises(StrategyError) as caught:
-            manager.join_transaction_manager(tm)
+            join_transaction_manager(manager, tm)
         message = str(caught.value)
         assert "'q' (strategy=queue)" in message and "'s' (strategy=single)" in message
         assert "pass name=" in message
         with pytest.raises(StrategyError, match="strategy=mutex or strategy=threadlocal"):
-            manager.join_transaction_manager(tm, name="q")
-        join = manager.join_transaction_manager(tm, name="t")  # the caller-thread one can
+            join_transaction_manager(manager, tm, name="q")
+        join = join_transaction_manager(manager, tm, name="t")  # the caller-thread one can
         join.detach()
     finally:
         manager.close()
@@ -286,7 +287,7 @@ def test_detach_stops_joining(setup):
     tm.begin()
     write_both(manager, "joined a", "joined b")
     tm.commit()
-    manager_join = manager.join_transaction_manager(tm, name="a")
+    manager_join = join_transaction_manager(manager, tm, name="a")
     manager_join.detach()
     # Detached joins do not interfere; the fixture's join still works.
     tm.begin()
@@ -306,8 +307,8 @@ def test_detaching_the_first_of_two_joins_keeps_the_second_joining_new_stores(tm
         "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
     first_tm = transaction.TransactionManager(explicit=True)
     second_tm = transaction.TransactionManager(explicit=True)
-    first = manager.join_transaction_manager(first_tm)
-    second = manager.join_transaction_manager(second_tm)
+    first = join_transaction_manager(manager, first_tm)
+    second = join_transaction_manager(manager, second_tm)
     seen = {}
 
     def in_a_new_thread():  # its store is made after the first join was detached
@@ -341,7 +342,7 @@ def test_after_detach_units_commit_on_their_own(tmp_path):
     manager.submit_write(lambda store: store.execute(
         "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
     tm = transaction.ThreadTransactionManager()
-    join = manager.join_transaction_manager(tm)
+    join = join_transaction_manager(manager, tm)
     try:
         tm.begin()
         with manager.write("main") as store:
@@ -367,7 +368,7 @@ def test_an_explicit_manager_leaves_units_outside_a_transaction_alone(tmp_path):
     manager.submit_write(lambda store: store.execute(
         "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
     tm = transaction.TransactionManager(explicit=True)
-    join = manager.join_transaction_manager(tm)
+    join = join_transaction_manager(manager, tm)
     try:
         # No transaction begun: a unit is its own transaction and commits at once.
         with manager.write("main") as store:

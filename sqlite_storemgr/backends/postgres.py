@@ -19,9 +19,9 @@ from storm.databases.postgres import Postgres, PostgresConnection
 from storm.exceptions import ClosedError, DatabaseModuleError, Error
 from storm.uri import URI
 
-from .dialect import BUSY_COMMIT, BUSY_TRANSACTION, WriteTracking, is_write_statement
-from .errors import ConfigError
-from .uri import PostgresConfig
+from ..dialect import BUSY_COMMIT, BUSY_TRANSACTION, WriteTracking, is_write_statement
+from ..errors import ConfigError
+from ..uri import PostgresConfig
 
 # serialization_failure, deadlock_detected, lock_not_available (lock_timeout)
 LOCKED_CODES = ("40001", "40P01", "55P03")

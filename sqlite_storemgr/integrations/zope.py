@@ -1,12 +1,13 @@
 """Stores as data managers of the zope ``transaction`` package.
 
-``manager.join_transaction_manager(transaction.manager)`` makes every store
+``join_transaction_manager(manager, transaction.manager)`` makes every store
 that a thread touches join that thread's current transaction, the way ZStorm
 does for Storm, so ``transaction.commit()``, ``transaction.abort()`` and
 ``transaction.doom()`` drive the stores together with any other data manager::
 
     import transaction
-    manager.join_transaction_manager(transaction.manager)
+    from sqlite_storemgr.integrations.zope import join_transaction_manager
+    join_transaction_manager(manager, transaction.manager)
     store = manager.get_store("main")
     store.add(item)                      # joins the current transaction
     with manager.write("audit") as log:  # joins it too: commits nothing by itself
@@ -25,7 +26,7 @@ The rules:
   their own.
 - A store joins on first use in a transaction: a statement (Storm's
   ``register-transaction`` event: ``execute``, ``find``, ``get``, ``add``,
-  ``remove``; SQLAlchemy statements through `sqlite_storemgr.sqlalchemy` too),
+  ``remove``; SQLAlchemy statements through `sqlite_storemgr.integrations.sqlalchemy` too),
   or a ``write()`` block / ``submit_write`` on it.  A read snapshot it kept
   from before is ended first.  It leaves when the transaction ends and joins
   the next one on next use.
@@ -57,7 +58,7 @@ The rules:
   its own on the writer thread, which no caller's transaction can own.  Asking
   for them raises `StrategyError`.  Databases configured after the call are
   not joined (call it again for them).
-- Don't combine with `sqlite_storemgr.wsgi.TransactionMiddleware` on the same
+- Don't combine with `sqlite_storemgr.integrations.wsgi.TransactionMiddleware` on the same
   manager: one outer scope owns the transaction (for zope, use a zope-aware
   WSGI middleware such as ``pyramid_tm``).
 """
@@ -68,11 +69,11 @@ import threading
 import weakref
 from typing import Any
 
-from .dialect import busy_phase
-from .errors import ConfigError, DatabaseLockedError, StrategyError
-from .scopes import add_process_hook, remove_process_hook
-from .stores import ManagedStore
-from .threadlocal import ThreadStores
+from ..dialect import busy_phase
+from ..errors import ConfigError, DatabaseLockedError, StrategyError
+from ..scopes import add_process_hook, remove_process_hook
+from ..stores import ManagedStore
+from ..threadlocal import ThreadStores
 
 try:
     from transaction.interfaces import IDataManager, NoTransaction
@@ -91,7 +92,10 @@ def _joinable(strategy: Any) -> bool:
 
 def join_transaction_manager(manager: Any, transaction_manager: Any,
                              name: str | None = None) -> "TransactionJoin":
-    """See `StoreManager.join_transaction_manager` and the module docstring."""
+    """Make the stores of ``name`` (default: every database) join ``transaction_manager``.
+
+    Returns a handle whose ``detach()`` undoes it; see the module docstring.
+    """
     names = [name] if name is not None else manager.names()
     if not names:
         raise ConfigError("no database is configured; call configure(name, uri) first")

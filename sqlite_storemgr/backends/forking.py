@@ -56,10 +56,10 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 
-from .errors import ForkLockedError, InheritedConnectionError
+from ..errors import ForkLockedError, InheritedConnectionError
 
 if TYPE_CHECKING:
-    from .backend import SQLiteConnection
+    from .sqlite import SQLiteConnection
 
 __all__ = ["ForkLockedError", "InheritedConnectionError", "FORK_WAIT_MIN", "FORK_WAIT_MAX",
            "stats"]

@@ -39,11 +39,11 @@ from storm.tracer import _tracers, trace
 from storm.uri import URI
 
 from . import forking
-from .dialect import (
+from ..dialect import (
     BUSY_BEGIN, BUSY_COMMIT, BUSY_READ, BUSY_TRANSACTION, WriteTracking, busy_phase,
     is_write_statement)
-from .errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError
-from .uri import SQLiteConfig, config_from_storm_uri
+from ..errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError
+from ..uri import SQLiteConfig, config_from_storm_uri
 
 __all__ = ["SQLiteDatabase", "SQLiteConnection", "register", "connections_opened",
            "busy_phase", "BUSY_BEGIN", "BUSY_COMMIT", "BUSY_TRANSACTION", "BUSY_READ"]

@@ -14,10 +14,11 @@ from typing import Callable, Iterator
 import pysqlite3.dbapi2 as dbapi
 import storm
 
-from . import __version__, bench
-from .backend import SQLiteDatabase
-from .errors import ConfigError
-from .uri import STRATEGIES, SYNCHRONOUS, PostgresConfig, SQLiteConfig, parse_uri
+from .. import __version__
+from . import bench
+from ..backends.sqlite import SQLiteDatabase
+from ..errors import ConfigError
+from ..uri import STRATEGIES, SYNCHRONOUS, PostgresConfig, SQLiteConfig, parse_uri
 
 SQLITE_MEANING = {
     "queue": "one writer thread owns the only write connection and group-commits queued "

@@ -4,7 +4,7 @@ The middleware Django's ``TransactionMiddleware`` meant to be (see the note on
 nested ``commit_on_success`` in the project's references), on the nesting
 rules of `sqlite_storemgr.units`::
 
-    from sqlite_storemgr.wsgi import TransactionMiddleware
+    from sqlite_storemgr.integrations.wsgi import TransactionMiddleware
     application = TransactionMiddleware(app, manager)
 
 Each request is one unit of work per database it writes to:
@@ -82,13 +82,13 @@ import sys
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import TransactionDoomedError
-from .scopes import push_thread_hook, remove_thread_hook
-from .units import is_nested
+from ..errors import TransactionDoomedError
+from ..scopes import push_thread_hook, remove_thread_hook
+from ..units import is_nested
 
 __all__ = ["TransactionMiddleware", "RequestScope", "RequestFailed"]
 
-log = logging.getLogger("sqlite_storemgr.wsgi")
+log = logging.getLogger("sqlite_storemgr.integrations.wsgi")
 
 _local = threading.local()
 _NOTHING = object()

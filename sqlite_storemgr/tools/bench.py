@@ -39,10 +39,10 @@ from typing import Any, Callable
 
 import pysqlite3.dbapi2 as dbapi
 
-from .errors import ConfigError
-from .manager import StoreManager
-from .uri import STRATEGIES, PostgresConfig
-from .writer_queue import LINGER_SECONDS
+from ..errors import ConfigError
+from ..manager import StoreManager
+from ..uri import STRATEGIES, PostgresConfig
+from ..writer_queue import LINGER_SECONDS
 
 PAYLOAD = "x" * 100
 WORKLOADS = ("insert", "rmw", "mixed")
@@ -171,7 +171,7 @@ class PostgresTarget:
     def connect(self) -> Any:
         from storm.databases.postgres import make_dsn
 
-        from .pg_backend import psycopg2_module
+        from ..backends.postgres import psycopg2_module
         psycopg2 = psycopg2_module()
         from storm.uri import URI
         try:

@@ -5,7 +5,7 @@ connections are the calling thread's Storm store connection (the "SharingPool"
 idea of borrowing another framework's connection, built only on SQLAlchemy's
 documented APIs)::
 
-    from sqlite_storemgr.sqlalchemy import engine_for
+    from sqlite_storemgr.integrations.sqlalchemy import engine_for
 
     engine = engine_for(manager, "main")       # once; share it between threads
     with manager.write("main") as store:       # one transaction for both ORMs
@@ -75,11 +75,11 @@ from typing import Any
 import pysqlite3.dbapi2 as dbapi
 from storm.exceptions import ClosedError
 
-from .backend import shared_attribute
-from .dialect import is_write_statement
-from .errors import ReadOnlyStoreError, StoreManagerError, StrategyError
-from .stores import ManagedStore
-from .uri import SQLiteConfig
+from ..backends.sqlite import shared_attribute
+from ..dialect import is_write_statement
+from ..errors import ReadOnlyStoreError, StoreManagerError, StrategyError
+from ..stores import ManagedStore
+from ..uri import SQLiteConfig
 
 try:
     from sqlalchemy import create_engine, event
@@ -87,7 +87,7 @@ try:
     from sqlalchemy.pool import NullPool
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "sqlite_storemgr.sqlalchemy needs SQLAlchemy 2.x: "
+        "sqlite_storemgr.integrations.sqlalchemy needs SQLAlchemy 2.x: "
         "pip install 'sqlite_storemgr[sqlalchemy]'") from error
 
 __all__ = ["engine_for", "SharedConnection", "store_of"]
@@ -136,7 +136,7 @@ def store_of(connection: Any) -> ManagedStore:
     """The store behind a SQLAlchemy ``Connection`` made by `engine_for`."""
     shared = connection.connection.dbapi_connection
     if not isinstance(shared, SharedConnection):
-        raise StrategyError("this connection was not made by sqlite_storemgr.sqlalchemy.engine_for")
+        raise StrategyError("this connection was not made by sqlite_storemgr.integrations.sqlalchemy.engine_for")
     return shared.store
 
 

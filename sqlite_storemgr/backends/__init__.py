@@ -1,0 +1,1 @@
+"""Storm database backends the manager opens: SQLite on pysqlite3, and PostgreSQL."""
