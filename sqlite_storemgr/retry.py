@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from storm.exceptions import DisconnectionError
 
-from .dialect import BUSY_COMMIT, busy_phase
+from .backends.dialect import BUSY_COMMIT, busy_phase
 from .errors import DatabaseLockedError
 
 if TYPE_CHECKING:

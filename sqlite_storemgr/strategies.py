@@ -47,7 +47,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Strategy(ABC):
     """What every strategy offers; the manager dispatches to it by name."""
 
-    runs_on_writer = False  # whether writes go to a writer thread instead of the caller's store
+    # Whether an outer transaction (a zope transaction, a request's loose writes) may run
+    # on a thread's own store: only where each thread writes through its own store.
+    joins_foreign_transaction = True
     stores: ThreadStores  # the per-thread stores, set by each strategy
 
     def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
@@ -81,9 +83,18 @@ class Strategy(ABC):
         """The calling thread's own store if it has one already; none is created."""
         return self.stores.current(self.name)
 
-    def writer_unit_store(self) -> ManagedStore | None:
-        """The writer's store while the caller runs inside one of its units, else None."""
-        return None
+    def unit_store(self) -> ManagedStore | None:
+        """The store of the unit the caller runs inside (on this database), else None."""
+        store = self.current_store()
+        return store if store is not None and store.in_unit else None
+
+    def writable_store(self) -> ManagedStore:
+        """The store a write made here goes to: the unit's inside one, else the thread's own.
+
+        Raises `StrategyError` where a thread has no writable store of its own
+        (``queue``, ``single`` outside a unit).
+        """
+        return self.get_store()
 
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         """``fn(store, *args, **kwargs)`` in one snapshot of the calling thread's store."""
@@ -177,7 +188,7 @@ class CallerThreadStrategy(Strategy):
 class WriterThreadStrategy(Strategy):
     """``queue`` and ``single``: writes (and for ``single`` reads) go to the writer thread."""
 
-    runs_on_writer = True
+    joins_foreign_transaction = False
 
     def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
         super().__init__(name, config, database)
@@ -209,8 +220,17 @@ class WriterThreadStrategy(Strategy):
         if store is not None:
             store.acknowledge_write()
 
-    def writer_unit_store(self) -> ManagedStore | None:
+    def unit_store(self) -> ManagedStore | None:
         return self.queue.unit_store()
+
+    def writable_store(self) -> ManagedStore:
+        store = self.queue.unit_store()
+        if store is None:
+            raise StrategyError(
+                f"no writable store here: under strategy={self.config.strategy} only the "
+                f"writer of {self.name!r} writes; run the write in submit_write(fn) or a "
+                "write() block")
+        return store
 
     def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         store = self.queue.unit_store()

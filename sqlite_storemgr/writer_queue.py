@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from storm.exceptions import DisconnectionError
 
-from .dialect import busy_phase
+from .backends.dialect import busy_phase
 from .errors import (
     DatabaseLockedError, ManagerClosedError, QueueFullError, StrategyError, WriterBrokenError)
 from .futures import UnitFuture, finish_in_turn

@@ -14,7 +14,7 @@ from storm.exceptions import ClosedError
 
 from _items import names
 from sqlite_storemgr import ReadOnlyStoreError, StoreManager
-from sqlite_storemgr.dialect import is_write_statement
+from sqlite_storemgr.backends.dialect import is_write_statement
 
 
 def make(tmp_path, strategy, **options):

@@ -19,7 +19,7 @@ from storm.databases.postgres import Postgres, PostgresConnection
 from storm.exceptions import ClosedError, DatabaseModuleError, Error
 from storm.uri import URI
 
-from ..dialect import BUSY_COMMIT, BUSY_TRANSACTION, WriteTracking, is_write_statement
+from .dialect import BUSY_COMMIT, BUSY_TRANSACTION, WriteTracking, is_write_statement
 from ..errors import ConfigError
 from ..uri import PostgresConfig
 

@@ -39,7 +39,7 @@ from storm.tracer import _tracers, trace
 from storm.uri import URI
 
 from . import forking
-from ..dialect import (
+from .dialect import (
     BUSY_BEGIN, BUSY_COMMIT, BUSY_READ, BUSY_TRANSACTION, WriteTracking, busy_phase,
     is_write_statement)
 from ..errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError

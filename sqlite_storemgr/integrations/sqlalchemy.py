@@ -76,7 +76,7 @@ import pysqlite3.dbapi2 as dbapi
 from storm.exceptions import ClosedError
 
 from ..backends.sqlite import shared_attribute
-from ..dialect import is_write_statement
+from ..backends.dialect import is_write_statement
 from ..errors import ReadOnlyStoreError, StoreManagerError, StrategyError
 from ..stores import ManagedStore
 from ..uri import SQLiteConfig
@@ -124,12 +124,6 @@ class SharedConnection:
         if name.startswith("_"):  # private and special names are this object's own
             raise AttributeError(name)
         return shared_attribute(self.store.connection, name)
-
-
-def _current_store(strategy: Any) -> ManagedStore:
-    """The store the calling thread works through right now (see the module docstring)."""
-    store = strategy.writer_unit_store()
-    return store if store is not None else strategy.get_store()
 
 
 def store_of(connection: Any) -> ManagedStore:
@@ -198,7 +192,7 @@ def engine_for(manager: Any, name: str | None = None, **engine_options: Any) -> 
             raise TypeError(f"engine_for() sets {option} itself")
 
     def creator() -> SharedConnection:  # the manager's strategy again: refused once it closed
-        return SharedConnection(_current_store(manager.strategy(name)))
+        return SharedConnection(manager.strategy(name).get_store())
 
     engine = create_engine(
         "sqlite+pysqlite://", module=dbapi, creator=creator, poolclass=NullPool,

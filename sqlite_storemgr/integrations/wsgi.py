@@ -149,8 +149,8 @@ class RequestScope:
             return
         if any(opened is strategy for opened, _, _ in self.opened):
             return
-        if strategy.runs_on_writer:
-            if strategy.writer_unit_store() is not None:  # already inside a unit of that writer
+        if not strategy.joins_foreign_transaction:
+            if strategy.unit_store() is not None:  # already inside a unit of that writer
                 return
         elif is_nested(strategy.get_store()):
             # A transaction is under way on the store: loose writes of this request
@@ -220,7 +220,7 @@ class RequestScope:
         opened = [strategy for strategy, _, _ in self.opened]
         loose = []
         for strategy in self._strategies():
-            if strategy.runs_on_writer or strategy in opened:
+            if not strategy.joins_foreign_transaction or strategy in opened:
                 continue
             store = strategy.current_store()
             if store is not None and store.unit_depth == 0 and store.has_uncommitted_changes():

@@ -69,7 +69,7 @@ import threading
 import weakref
 from typing import Any
 
-from ..dialect import busy_phase
+from ..backends.dialect import busy_phase
 from ..errors import ConfigError, DatabaseLockedError, StrategyError
 from ..scopes import add_process_hook, remove_process_hook
 from ..stores import ManagedStore
@@ -87,7 +87,7 @@ __all__ = ["join_transaction_manager", "TransactionJoin", "StoreDataManager"]
 
 
 def _joinable(strategy: Any) -> bool:
-    return not strategy.runs_on_writer
+    return strategy.joins_foreign_transaction
 
 
 def join_transaction_manager(manager: Any, transaction_manager: Any,

@@ -14,7 +14,7 @@ from typing import Any
 
 from storm.exceptions import ClosedError
 
-from .errors import READ_ONLY_MESSAGE, ReadOnlyStoreError
+from ..errors import READ_ONLY_MESSAGE, ReadOnlyStoreError
 
 __all__ = ["BUSY_BEGIN", "BUSY_COMMIT", "BUSY_TRANSACTION", "BUSY_READ", "busy_phase",
            "is_write_statement", "WriteTracking"]
