@@ -88,5 +88,5 @@ def stats(name: str | None = None) -> dict[str, Any]:
     return _default.stats(name)
 
 
-def close(timeout: float | None = None) -> None:
-    _default.close(timeout)
+def close(timeout: float | None = None) -> bool:
+    return _default.close(timeout)

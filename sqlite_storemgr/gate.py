@@ -12,16 +12,12 @@ when there is no queue.
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
+from . import lifecycle
 from .errors import ManagerClosedError
-
-_gates: "weakref.WeakSet[UnitGate]" = weakref.WeakSet()
-
 
 class UnitGate:
     """Counts the units under way; once closing, lets none in and waits for the rest."""
@@ -29,7 +25,7 @@ class UnitGate:
     def __init__(self, name: str):
         self.name = name
         self._reset()
-        _gates.add(self)
+        lifecycle.track(self)
 
     def _reset(self) -> None:
         self._changed = threading.Condition(threading.Lock())
@@ -61,13 +57,8 @@ class UnitGate:
             self._closing = True
             return self._changed.wait_for(lambda: self._running <= own, timeout)
 
-
-def _after_fork_in_child() -> None:
-    # The parent's other threads do not exist in the child: their units never end here.
-    for gate in list(_gates):
-        closing = gate._closing
-        gate._reset()
-        gate._closing = closing
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    def after_fork_in_child(self) -> None:
+        """The parent's other threads do not exist in the child: their units never end here."""
+        closing = self._closing
+        self._reset()
+        self._closing = closing

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from concurrent.futures import Future
 from dataclasses import replace
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from storm.store import Store
 
+from . import lifecycle
 from .backends.sqlite import SQLiteDatabase
 from .errors import ConfigError, ManagerClosedError
 from .scopes import before_write_unit
@@ -20,17 +20,6 @@ from .strategies import Strategy, create_strategy
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 T = TypeVar("T")
-
-_managers: "weakref.WeakSet[StoreManager]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for manager in list(_managers):
-        manager._lock = threading.Lock()  # another thread may have held it at the fork
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 def open_database(config: SQLiteConfig | PostgresConfig) -> Any:
     """The Storm database for a config; nothing is created on disk by it."""
@@ -53,7 +42,11 @@ class StoreManager:
         self._only: Strategy | None = None
         self._lock = threading.Lock()
         self._closed = False
-        _managers.add(self)
+        lifecycle.add_manager(self)
+        lifecycle.track(self)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def configure(self, name: str, uri: str) -> None:
         """Add database ``name`` from ``uri``; checks everything before opening anything."""
@@ -139,25 +132,31 @@ class StoreManager:
         """Figures for ``name``: units, batches, queue depth, retries, lock waits."""
         return self.strategy(name).stats()
 
-    def close(self, timeout: float | None = None) -> None:
-        """Drain queued writes, close every store; later calls raise ManagerClosedError."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain queued writes, close every store; later calls raise ManagerClosedError.
+
+        Returns whether everything drained within ``timeout`` (a writer or a
+        unit in another thread still running past it: False).
+        """
         with self._lock:
             if self._closed:
-                return
+                return True
             self._closed = True
             strategies = list(self._strategies.values())
         deadline = None if timeout is None else time.monotonic() + timeout
         errors = []
+        drained = True
         for strategy in strategies:  # one failing database does not keep the others open
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                strategy.close(left)
+                drained = strategy.close(left) and drained
             except Exception as error:
                 errors.append(error)
             finally:
                 strategy.database.dispose()
         if errors:
             raise errors[0]
+        return drained
 
     def __enter__(self) -> "StoreManager":
         return self

@@ -1,25 +1,9 @@
 """Outer transaction scopes: the hook that lets one open before a write unit starts.
 
-A request-scoped transaction (`sqlite_storemgr.integrations.wsgi`) or a zope transaction
-(`sqlite_storemgr.integrations.zope`) owns the transaction that the units run
-inside it join.  Such a scope is opened lazily, by the first write unit that
-needs it, so a request that only reads never takes a write lock.
-`StoreManager.submit_write` and `StoreManager.write` call `before_write_unit`
-just before they hand the unit to the strategy; a scope hooked here may then
-begin its transaction (``BEGIN IMMEDIATE`` on the thread's store, a lease on the
-writer), so that the unit finds a transaction under way and joins it under the
-nesting rules of `sqlite_storemgr.units`.
-
-Two kinds of hooks, both called as ``hook(manager, strategy)``:
-
-- thread hooks (`push_thread_hook`): active in the calling thread only, e.g.
-  while a WSGI request runs in it;
-- process hooks (`add_process_hook`): active in every thread, e.g. a zope
-  transaction manager joined by a manager.  They run first, so a scope that
-  owns the store's transaction already (a zope transaction) makes a thread
-  hook find the store nested and leave it alone.
-
-With no hook installed the check costs two attribute look-ups.
+A WSGI request or a zope transaction opens its transaction lazily, at the first
+write unit: `StoreManager.submit_write` and `StoreManager.write` call
+`before_write_unit`, and the unit then joins what a hook began.  Process hooks
+run before thread hooks.  See docs/scopes.md.
 """
 
 from __future__ import annotations

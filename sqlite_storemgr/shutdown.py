@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .manager import _managers
+from .lifecycle import live_managers
 
 __all__ = ["drain_on_sigterm", "EXIT_STATUS"]
 
@@ -66,7 +66,7 @@ class _DrainHandler:
 
 def _drain_and_exit(timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    for manager in list(_managers):
+    for manager in live_managers():
         try:
             manager.close(max(0.0, deadline - time.monotonic()))
         except Exception as error:  # noqa: BLE001 - the process is ending; say why, go on

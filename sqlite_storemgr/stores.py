@@ -7,8 +7,10 @@
   has since changed: the store checks SQLite's ``PRAGMA data_version`` before
   each query and at the start of every transaction, and drops its cache when
   the database changed (read-your-writes across threads and connections);
-- it owns its nesting state: units enter and leave it (`enter_unit`), and
-  while one runs, its user code may not end the transaction;
+- it owns its nesting state, which only its own methods change: units enter
+  and leave it (`enter_unit`), user code runs through it (`run_user_code`) and
+  may not end the transaction meanwhile, a read snapshot is one of its blocks
+  (`snapshot`), and the writer lends it to a thread for a ``write()`` block (`lent`);
 - a unit that fails inside a savepoint must leave no trace in Storm's cache
   either: `discard_unflushed()` is the object half of ``Store.rollback()``.
 """
@@ -16,7 +18,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 from storm.database import Result
 from storm.references import BoundReferenceSetBase
@@ -25,6 +28,8 @@ from storm.store import PENDING_ADD, PENDING_REMOVE, ResultSet, Store
 from .backends.sqlite import SQLiteConnection, SQLiteDatabase
 from .errors import (
     StoreManagerError, TransactionControlError, TransactionDoomedError, WrongThreadError)
+
+T = TypeVar("T")
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
 _CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -95,10 +100,10 @@ class ManagedStore(Store):
         super().__init__(_ReadOnlyConnector(database) if read_only else database)
         self._database = database
         self.name = name
-        self.owner = threading.get_ident()
-        self.unit_depth = 0
-        self.in_unit_body = False  # user code of a unit is running: it must not end the transaction
-        self.reading = False  # inside a read() block or read unit
+        self._owner = threading.get_ident()
+        self._unit_depth = 0
+        self._in_user_code = False  # a unit's own code runs: it must not end the transaction
+        self._reading = False  # inside a read() block or read unit
         # Outside units, reads run in autocommit mode: no snapshot held between calls.
         self._connection.reads_begin_transaction = False
         # One slot per scope that can fail on its own (the transaction, each savepoint):
@@ -109,9 +114,29 @@ class ManagedStore(Store):
     def connection(self) -> SQLiteConnection:
         return self._connection
 
+    @property
+    def owner(self) -> int:
+        """The thread that may use the store (the borrower, while it is `lent`)."""
+        return self._owner
+
+    @property
+    def unit_depth(self) -> int:
+        """How many units (or outer scopes) run on the store, one inside the other."""
+        return self._unit_depth
+
+    @property
+    def in_user_code(self) -> bool:
+        """Whether a unit's own code runs now (it may not commit or roll back)."""
+        return self._in_user_code
+
+    @property
+    def reading(self) -> bool:
+        """Whether a read snapshot (a ``read()`` block or read unit) is open."""
+        return self._reading
+
     def check_thread(self) -> None:
         """Refuse use from a thread other than the owner."""
-        if threading.get_ident() != self.owner:
+        if threading.get_ident() != self._owner:
             raise WrongThreadError(
                 f"store {self.name!r} belongs to another thread; "
                 f"call get_store({self.name!r}) in this thread to get its own store")
@@ -134,17 +159,73 @@ class ManagedStore(Store):
     @property
     def in_unit(self) -> bool:
         """Whether a unit (or an outer scope that owns the transaction) runs on this store."""
-        return self.unit_depth > 0
+        return self._unit_depth > 0
+
+    def is_nested(self) -> bool:
+        """Whether a unit started now would join a transaction already under way."""
+        return self._unit_depth > 0 or self.has_uncommitted_changes()
+
+    def joins_reads(self) -> bool:
+        """Whether a read started now would join a unit or a read snapshot under way."""
+        return self._reading or self.is_nested()
 
     def enter_unit(self) -> None:
         """A unit (or outer scope) starts on this store: reads now join its transaction."""
-        self.unit_depth += 1
+        self._unit_depth += 1
         self._connection.reads_begin_transaction = True
 
     def leave_unit(self) -> None:
-        self.unit_depth -= 1
-        if not self.unit_depth:
+        self._unit_depth -= 1
+        if not self._unit_depth:
             self._connection.reads_begin_transaction = False
+
+    def run_user_code(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call a unit's own code, during which the store refuses commit() and rollback()."""
+        with self.user_code():
+            return fn(*args, **kwargs)
+
+    @contextmanager
+    def user_code(self) -> Iterator[None]:
+        """Around a unit's own code (a ``write()`` block's body): no commit(), no rollback()."""
+        outer, self._in_user_code = self._in_user_code, True
+        try:
+            yield
+        finally:
+            self._in_user_code = outer
+
+    @contextmanager
+    def writes_refused(self, refused: bool) -> Iterator[None]:
+        """Refuse (or allow) writes on the connection for a while: a read unit, a unit's frame."""
+        connection = self._connection
+        outer, connection.refuse_writes = connection.refuse_writes, refused
+        try:
+            yield
+        finally:
+            connection.refuse_writes = outer
+
+    @contextmanager
+    def snapshot(self) -> Iterator["ManagedStore"]:
+        """One read snapshot around a block that may not write; ended (rolled back) on exit."""
+        connection = self._connection
+        if connection.in_transaction:
+            self.rollback()
+        connection.begin_read()
+        self._reading = connection.refuse_writes = True
+        try:
+            self.revalidate()
+            yield self
+        finally:
+            self._reading = connection.refuse_writes = False
+            self.rollback()
+
+    @contextmanager
+    def lent(self) -> Iterator["ManagedStore"]:
+        """Let the calling thread use the store for a block (the writer's ``write()`` lease)."""
+        owner, self._owner = self._owner, threading.get_ident()
+        try:
+            yield self
+        finally:
+            self._owner = owner
 
     def _refresh(self) -> None:
         """Outside a transaction: drop the object cache if the database changed since the last look."""
@@ -170,7 +251,7 @@ class ManagedStore(Store):
         unit in the caller's own store would end it; later reads see the write.
         """
         if self._connection.in_transaction:
-            if self.unit_depth or self.has_uncommitted_changes():
+            if self.is_nested():
                 return  # a transaction of the caller's: not ours to end
             super().rollback()
         else:
@@ -216,6 +297,11 @@ class ManagedStore(Store):
         if self._doom[-1] is None:
             self._doom[-1] = cause
 
+    def prepare_commit(self) -> None:
+        """The vote before COMMIT: pending objects flushed, no inner unit failed."""
+        self.flush()
+        self.raise_if_doomed()
+
     def raise_if_doomed(self) -> None:
         cause = self._doom[-1]
         if cause is not None:
@@ -240,7 +326,7 @@ class ManagedStore(Store):
         self.discard_unflushed()
 
     def _refuse_inside_unit(self, what: str) -> None:
-        if self.in_unit_body:
+        if self._in_user_code:
             raise TransactionControlError(
                 f"store.{what}() inside a unit of work on {self.name!r}: the unit commits "
                 "when it returns; raise an exception to roll it back")

@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import functools
-import os
 import threading
-import weakref
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator
 
+from . import lifecycle
 from .backends.sqlite import SQLiteDatabase
 from .errors import StrategyError
 from .gate import UnitGate
@@ -26,22 +26,9 @@ from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import ThreadStores
 from .units import (
-    is_nested, read_block, resolved_future, run_read, run_retrying, run_write_unit, write_block)
+    read_block, resolved_future, run_read, run_retrying, run_write_unit, write_block)
 from .uri import SQLiteConfig
 from .writer_queue import WriterQueue
-
-
-_caller_strategies: "weakref.WeakSet[CallerThreadStrategy]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for strategy in list(_caller_strategies):  # another thread may have held a lock at the fork
-        strategy.count_lock = threading.Lock()
-        if strategy.mutex is not None:
-            strategy.mutex = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Strategy(ABC):
@@ -76,8 +63,8 @@ class Strategy(ABC):
         """One write transaction around a ``with`` block."""
 
     @abstractmethod
-    def close(self, timeout: float | None = None) -> None:
-        """Drain, wait for units under way, close the stores."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain, wait for units under way, close the stores; False if ``timeout`` ran out first."""
 
     def current_store(self) -> ManagedStore | None:
         """The calling thread's own store if it has one already; none is created."""
@@ -134,7 +121,12 @@ class CallerThreadStrategy(Strategy):
         self.count_lock = threading.Lock()
         self.committed = 0
         self.failed = 0
-        _caller_strategies.add(self)
+        lifecycle.track(self)
+
+    def after_fork_in_child(self) -> None:
+        self.count_lock = threading.Lock()  # another thread may have held a lock at the fork
+        if self.mutex is not None:
+            self.mutex = threading.Lock()
 
     def get_store(self) -> ManagedStore:
         return self.stores.get(self.name)
@@ -145,9 +137,8 @@ class CallerThreadStrategy(Strategy):
         def unit() -> Any:
             nonlocal outermost
             store = self.get_store()
-            outermost = not is_nested(store)
-            return run_write_unit(store, self.policy, lambda s: fn(s, *args, **kwargs),
-                                  self.mutex)
+            outermost = not store.is_nested()
+            return run_write_unit(store, self.policy, fn, args, kwargs, self.mutex)
 
         with self.gate.unit():
             # get_store() inside the future: a database that cannot be opened fails the
@@ -180,9 +171,10 @@ class CallerThreadStrategy(Strategy):
         return {**super().stats(), "units_committed": self.committed,
                 "units_failed": self.failed}
 
-    def close(self, timeout: float | None = None) -> None:
-        self.gate.close(timeout)  # units under way in other threads finish first
+    def close(self, timeout: float | None = None) -> bool:
+        drained = self.gate.close(timeout)  # units under way in other threads finish first
         self.stores.close()
+        return drained
 
 
 class WriterThreadStrategy(Strategy):
@@ -257,10 +249,13 @@ class WriterThreadStrategy(Strategy):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), **self.queue.stats()}
 
-    def close(self, timeout: float | None = None) -> None:
-        self.queue.close(timeout)
-        self.gate.close(timeout)  # reads under way in other threads finish first
+    def close(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        drained = self.queue.close(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        drained = self.gate.close(left) and drained  # reads under way elsewhere finish first
         self.stores.close()
+        return drained
 
 
 def create_strategy(name: str, config: SQLiteConfig, database: SQLiteDatabase) -> Strategy:

@@ -11,16 +11,15 @@ can checkpoint or delete a WAL the parent still uses) and opens its own.
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from typing import Callable, Iterator
 
+from . import lifecycle
 from .stores import ManagedStore
 
 StoreFactory = Callable[[str], ManagedStore]
 
-_registries: "weakref.WeakSet[ThreadStores]" = weakref.WeakSet()
 # What a forked child inherited: kept referenced so that no destructor closes it.
 _abandoned_after_fork: list = []
 
@@ -71,7 +70,7 @@ class ThreadStores:
         self._local = threading.local()
         self._holders: "weakref.WeakSet[_Holder]" = weakref.WeakSet()
         self._lock = threading.Lock()
-        _registries.add(self)
+        lifecycle.track(self)
 
     def get(self, name: str) -> ManagedStore:
         """This thread's store for ``name``, created on first use."""
@@ -129,11 +128,12 @@ class ThreadStores:
             holders = sorted(self._holders, key=lambda holder: holder is not mine)
         for holder in holders:
             for store_name, store in list(holder.stores.items()):
-                if not store.unit_depth:
+                if not store.in_unit:
                     holder.stores.pop(store_name, None)
                     close_store(store)
 
-    def _abandon_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Abandon the parent's stores untouched (see the module docstring); open afresh."""
         holders = list(self._holders)
         for holder in holders:
             holder.finalizer.detach()
@@ -142,10 +142,3 @@ class ThreadStores:
         self._local = threading.local()
         self._lock = threading.Lock()
 
-
-def _after_fork_in_child() -> None:
-    for registry in list(_registries):
-        registry._abandon_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,12 +1,13 @@
-"""Units of work on one store: a write function, a ``write()`` block, a ``read()`` block.
+"""Units of work on one store: the one unit body, the one commit step, and their frames.
 
-Shared by the strategies that run units in the calling thread and by the
-writer thread.  Units compose: one started while another runs on the same
-store (or while the store holds uncommitted changes) joins that transaction
-instead of committing it early.  An inner unit that fails dooms the scope it
-joined, so the outer commit raises `TransactionDoomedError` and rolls back;
-an inner ``write(savepoint=True)`` block has a scope of its own and can fail
-alone.  This is what nested ``commit_on_success`` decorators get wrong.
+Every write goes through here, whichever thread runs it: a caller-thread unit
+(`run_write_unit`), each unit of the writer's batches (`run_unit_body` inside
+the writer's transaction), a ``write()`` block or the writer's lease of one
+(`begin_block` then `commit_step`), and a request scope's loose writes
+(`commit_step`).  Units compose: one started while another runs on the same
+store (or while it holds uncommitted changes) joins that transaction instead
+of committing it early; an inner unit that fails dooms the scope it joined,
+and an inner ``write(savepoint=True)`` block can fail alone.  See docs/units.md.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+from .backends.lock_wait import unit_ended, unit_started
 from .errors import DatabaseLockedError
 from .futures import UnitFuture
-from .backends.lock_wait import unit_ended, unit_started
 from .retry import LockPolicy
 from .stores import ManagedStore, refuse_store_bound
 
@@ -37,19 +38,126 @@ def resolved_future(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future
     return future
 
 
-def run_user_code(store: ManagedStore, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a unit's own code, during which the store refuses commit() and rollback()."""
-    outer = store.in_unit_body
-    store.in_unit_body = True
+def begin_write(store: ManagedStore, policy: LockPolicy) -> None:
+    """Begin a unit's write transaction, then drop Storm's cache if the database changed."""
+    policy.begin(store.connection)
+    store.revalidate()
+
+
+def run_unit_body(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
+                  kwargs: dict[str, Any] | None = None) -> T:
+    """The one unit body, inside a transaction already begun: the unit's own code
+    ``fn(store, ...)``, the vote before COMMIT, and a result that may leave the unit."""
+    result = store.run_user_code(fn, store, *args, **(kwargs or {}))
+    store.prepare_commit()
+    refuse_store_bound(result)
+    return result
+
+
+def commit_step(store: ManagedStore, policy: LockPolicy, started: float | None = None) -> None:
+    """The one COMMIT of work that cannot be re-run (a block, a request's writes):
+    the vote, then COMMIT, a refused COMMIT retried as the policy allows."""
+    policy.for_commit().run(store.prepare_commit, commit=store.commit, rollback=store.rollback,
+                            started=started)
+
+
+def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[..., T],
+                   args: tuple = (), kwargs: dict[str, Any] | None = None,
+                   mutex: threading.Lock | None = None) -> T:
+    """``fn(store, *args, **kwargs)`` in one ``BEGIN IMMEDIATE`` transaction, re-run
+    whole under the lock policy; inside a running unit it joins instead."""
+    if store.is_nested():
+        return run_joined(store, fn, args, kwargs)
+
+    def attempt() -> T:
+        begin_write(store, policy)
+        return run_unit_body(store, fn, args, kwargs)
+
+    with unit_frame(store, policy, mutex) as started:
+        return policy.run(attempt, commit=store.commit, rollback=store.rollback,
+                          set_wait=store.connection.set_busy_timeout, started=started)
+
+
+def run_retrying(store: ManagedStore, policy: LockPolicy, fn: Callable[[], T]) -> T:
+    """``fn()``, which writes through ``store`` on its own (``retrying()``), re-run whole
+    under the lock policy, each attempt begun ``BEGIN IMMEDIATE`` and committed after."""
+    def attempt() -> T:
+        begin_write(store, policy)
+        return fn()
+
+    with unit_frame(store, policy, None) as started:
+        return policy.run(attempt, commit=store.commit, rollback=store.rollback,
+                          set_wait=store.connection.set_busy_timeout, started=started)
+
+
+@contextmanager
+def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock | None = None,
+                savepoint: bool = False) -> Iterator[ManagedStore]:
+    """One write transaction around a ``with`` block: committed on exit, rolled back on error.
+
+    The block cannot be re-run, so only the lock and the COMMIT follow the
+    policy.  Inside a running unit it joins instead (see `joined_block`).
+    """
+    if store.is_nested():
+        with joined_block(store, savepoint):
+            yield store
+        return
+    with unit_frame(store, policy, mutex) as started:
+        begin_block(store, policy, started)
+        try:
+            with store.user_code():
+                yield store
+        except BaseException:
+            store.rollback()
+            raise
+        commit_step(store, policy, started)  # one deadline for the whole block
+
+
+def begin_block(store: ManagedStore, policy: LockPolicy, started: float) -> None:
+    """Begin the transaction of a block under the policy's deadline (nothing to commit yet)."""
+    policy.run(lambda: begin_write(store, policy), commit=_nothing, rollback=store.rollback,
+               set_wait=store.connection.set_busy_timeout, started=started)
+
+
+@contextmanager
+def unit_frame(store: ManagedStore, policy: LockPolicy,
+               mutex: threading.Lock | None) -> Iterator[float]:
+    """The frame of an outermost unit (or batch): a fresh transaction, writes allowed,
+    the mutex held, the thread's turn at the lock announced.  Yields when it started:
+    the deadline runs from there."""
+    if store.connection.in_transaction:
+        store.rollback()  # a read snapshot still open (a read() block): end it first
+    store.enter_unit()
+    started = time.monotonic()
+    unit_started(store.connection)  # its transaction's end wakes the next thread in line
     try:
-        return fn(*args, **kwargs)
+        with store.writes_refused(False):
+            _acquire(mutex, policy, started)
+            try:
+                yield started
+            finally:
+                if mutex is not None:
+                    mutex.release()
     finally:
-        store.in_unit_body = outer
+        unit_ended(store.connection)
+        store.leave_unit()
 
 
-def is_nested(store: ManagedStore) -> bool:
-    """Whether a unit started now would join a transaction already under way."""
-    return store.unit_depth > 0 or store.has_uncommitted_changes()
+def _acquire(mutex: threading.Lock | None, policy: LockPolicy, started: float) -> None:
+    """Take the per-database write mutex within the deadline; the wait counts as lock wait."""
+    if mutex is None:
+        return
+    acquired = mutex.acquire(timeout=policy.timeout)
+    waited = time.monotonic() - started
+    policy.stats.lock_wait += waited
+    if not acquired:
+        raise DatabaseLockedError(
+            f"database is locked: the write mutex of {policy.where} was not free within "
+            f"timeout={policy.timeout:g}s", waited=waited, attempts=1)
+
+
+def _nothing() -> None:
+    return None
 
 
 @contextmanager
@@ -83,170 +191,26 @@ def run_joined(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
                kwargs: dict[str, Any] | None = None) -> T:
     """``fn(store, *args, **kwargs)`` as an inner unit of the running transaction."""
     with joined_block(store):
-        return run_user_code(store, fn, store, *args, **(kwargs or {}))
-
-
-def _acquire(mutex: threading.Lock | None, policy: LockPolicy, started: float) -> None:
-    """Take the per-database write mutex within the deadline; the wait counts as lock wait."""
-    if mutex is None:
-        return
-    acquired = mutex.acquire(timeout=policy.timeout)
-    waited = time.monotonic() - started
-    policy.stats.lock_wait += waited
-    if not acquired:
-        raise DatabaseLockedError(
-            f"database is locked: the write mutex of {policy.where} was not free within "
-            f"timeout={policy.timeout:g}s", waited=waited, attempts=1)
-
-
-def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[[ManagedStore], T],
-                   mutex: threading.Lock | None = None) -> T:
-    """Run ``fn(store)`` in one ``BEGIN IMMEDIATE`` transaction under the lock policy.
-
-    Inside a running unit (or uncommitted changes) it joins instead.  An
-    outermost unit's result may hold nothing bound to the store.
-    """
-    if is_nested(store):
-        return run_joined(store, fn)
-    connection = store.connection
-
-    def body() -> T:
-        begin_write(store, policy)
-        result = run_user_code(store, fn, store)
-        store.flush()
-        store.raise_if_doomed()
-        refuse_store_bound(result)
-        return result
-
-    with _outermost(store, policy, mutex) as started:
-        return policy.run(body, commit=store.commit, rollback=store.rollback,
-                          set_wait=connection.set_busy_timeout, started=started)
-
-
-def run_retrying(store: ManagedStore, policy: LockPolicy, fn: Callable[[], T]) -> T:
-    """``fn()``, which writes through ``store`` on its own, re-run under the lock policy.
-
-    For code that uses ``get_store`` directly (``retrying()``): each attempt
-    begins ``BEGIN IMMEDIATE`` on the store, one deadline bounds every attempt,
-    and the store is committed when ``fn`` returns.
-    """
-    def body() -> T:
-        begin_write(store, policy)
-        return fn()
-
-    with _outermost(store, policy, None) as started:
-        return policy.run(body, commit=store.commit, rollback=store.rollback,
-                          set_wait=store.connection.set_busy_timeout, started=started)
-
-
-def begin_write(store: ManagedStore, policy: LockPolicy) -> None:
-    """Begin a unit's write transaction, then drop Storm's cache if the database changed."""
-    policy.begin(store.connection)
-    store.revalidate()
-
-
-@contextmanager
-def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock | None = None,
-                savepoint: bool = False) -> Iterator[ManagedStore]:
-    """One write transaction around a ``with`` block: committed on exit, rolled back on error.
-
-    The block cannot be re-run, so only getting the lock and the COMMIT follow
-    the policy (a refused COMMIT is retried, never the block).  Inside a running
-    unit it joins instead (see `joined_block`).
-    """
-    if is_nested(store):
-        with joined_block(store, savepoint):
-            yield store
-        return
-    with outermost_block(store, policy, mutex):
-        yield store
-
-
-@contextmanager
-def outermost_block(store: ManagedStore, policy: LockPolicy,
-                    mutex: threading.Lock | None = None) -> Iterator[ManagedStore]:
-    """The transaction of a ``write()`` block that is not inside another unit."""
-    connection = store.connection
-    with _outermost(store, policy, mutex) as started:
-        policy.run(lambda: begin_write(store, policy), commit=_nothing, rollback=store.rollback,
-                   set_wait=connection.set_busy_timeout, started=started)
-        outer = store.in_unit_body
-        store.in_unit_body = True
-        try:
-            yield store
-        except BaseException:
-            store.in_unit_body = outer
-            store.rollback()
-            raise
-        store.in_unit_body = outer
-        policy.for_commit().run(lambda: (store.flush(), store.raise_if_doomed()),
-                                commit=store.commit, rollback=store.rollback,
-                                started=started)  # one deadline for the whole block
-
-
-@contextmanager
-def _outermost(store: ManagedStore, policy: LockPolicy,
-               mutex: threading.Lock | None) -> Iterator[float]:
-    """The frame of an outermost unit: a fresh transaction, the mutex, the unit counted.
-
-    Yields when the unit started: its deadline runs from there.
-    """
-    connection = store.connection
-    if connection.in_transaction:
-        store.rollback()  # a read snapshot still open (a read() block): end it first
-    reading, connection.refuse_writes = connection.refuse_writes, False
-    store.enter_unit()
-    started = time.monotonic()
-    unit_started(connection)  # its transaction's end wakes the next thread in line at once
-    try:
-        _acquire(mutex, policy, started)
-        try:
-            yield started
-        finally:
-            if mutex is not None:
-                mutex.release()
-    finally:
-        unit_ended(connection)
-        store.leave_unit()
-        connection.refuse_writes = reading
-
-
-def _nothing() -> None:
-    return None
-
-
-def is_reading(store: ManagedStore) -> bool:
-    """Whether a read would join a unit or a ``read()`` block under way on ``store``."""
-    return store.reading or is_nested(store)
+        return store.run_user_code(fn, store, *args, **(kwargs or {}))
 
 
 @contextmanager
 def read_block(store: ManagedStore) -> Iterator[ManagedStore]:
     """One consistent snapshot for the block, ended on exit; inside a unit or read, joins it.
 
-    The block may not write (`ReadOnlyStoreError`), whatever the strategy:
-    its work is rolled back at the end.
+    The block may not write (`ReadOnlyStoreError`), whatever the strategy.
     """
-    if is_reading(store):
+    if store.joins_reads():
         yield store
         return
-    connection = store.connection
-    if connection.in_transaction:
-        store.rollback()
-    connection.begin_read()
-    store.reading = connection.refuse_writes = True
-    try:
-        store.revalidate()
+    with store.snapshot():
         yield store
-    finally:
-        store.reading = connection.refuse_writes = False
-        store.rollback()
 
 
 def run_read(store: ManagedStore, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]) -> T:
     """``fn(store, ...)`` in a read snapshot; its result may not leave bound to the store
     (unless it joins a unit or read of the same call stack)."""
-    outermost = not is_reading(store)
+    outermost = not store.joins_reads()
     with read_block(store):
         result = fn(store, *args, **kwargs)
     if outermost:

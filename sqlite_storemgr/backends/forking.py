@@ -1,48 +1,9 @@
 """Fork safety: ``os.fork()`` never catches this package's connections inside SQLite.
 
-Why.  SQLite keeps each file's lock state in process memory, shared by every
-connection of the process (the POSIX lock counts of ``unixInodeInfo``, the WAL
-index's lock masks of ``unixShmNode``).  A forked child inherits that memory
-with the parent's connections, but not the parent's POSIX locks: a connection
-caught inside a write transaction by the fork keeps the file locked in the
-child for good, for every connection the child opens on it.  The child cannot
-undo that: closing or rolling back an inherited connection can rewrite the WAL
-index the parent is using, or play a journal back into the parent's file
-(SQLite's "How To Corrupt An SQLite Database File", on carrying a connection
-across fork()).  And a thread inside SQLite at the fork may hold SQLite's own
-mutexes, which no thread of the child would ever release.
-
-What.  A barrier around every ``os.fork()`` (``os.register_at_fork``):
-
-1. while a fork is pending, BEGIN and the opening of a connection wait (in
-   every thread but the forking one, and but a thread that already holds a
-   transaction the fork waits for);
-2. the forking thread waits, at most the largest ``timeout`` of the databases
-   it waits for (clamped to FORK_WAIT_MIN..FORK_WAIT_MAX seconds), until no other
-   thread holds a transaction that would lock the child out: a write
-   transaction, or any transaction on a file not in WAL mode;
-3. it takes every live connection's ``_use`` lock (every pysqlite3 call runs
-   under it), so no thread of ours is inside SQLite at the fork;
-4. after the fork the parent lets everything go; the child abandons the
-   inherited connections for good: they refuse every use with
-   `InheritedConnectionError`, and their pysqlite3 connections are never
-   closed (closing one rolls it back): not when CPython, forking, drops the
-   other threads' thread-local stores (whose finalizers close them), not at
-   interpreter exit.
-
-What it cannot do.  A transaction still open at the fork (the forking thread's
-own: a fork from inside a unit or a ``write()`` block; or another thread's that
-outlived the wait) stays locked in the child for its whole life: the child can
-read that file but never write it.  The parent logs a warning on the
-``sqlite_storemgr`` logger naming the database, and the child's writes to it
-fail at once with `ForkLockedError` instead of waiting out their timeout.
-
-Cost.  One registry of live connections; a transaction is marked where it
-begins and ends (`began`, `ended`: two attribute stores and a global read,
-no lock) and the lock is taken only while a fork is pending.  The marks are
-ordered against the forker's scan by the GIL (store, then read the other's
-flag, on both sides); the forker also checks them again under every
-connection's ``_use``.
+A barrier around every fork waits, within a bound, for other threads'
+transactions that would lock the child out and for calls inside SQLite; the
+child abandons the inherited connections instead of closing them.
+See docs/forking.md for why and how.
 """
 
 from __future__ import annotations
@@ -56,6 +17,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 
+from .. import lifecycle
 from ..errors import ForkLockedError, InheritedConnectionError
 
 if TYPE_CHECKING:
@@ -138,7 +100,7 @@ def closed(connection: "SQLiteConnection") -> None:
 def inherited(connection: "SQLiteConnection") -> bool:
     """Whether the connection came from the parent process with ``os.fork()``.
 
-    Then it is abandoned (see the module docstring) and must not be closed.  A
+    Then it is abandoned (see docs/forking.md) and must not be closed.  A
     child meets its parent's connections before this module's fork hook runs:
     CPython drops the parent's other threads' thread-local data while forking,
     and with it their stores, whose finalizers close them.
@@ -421,5 +383,5 @@ def _after_fork_in_child() -> None:
     _stuck, _warnings = {}, []
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
+lifecycle.on_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                  after_in_child=_after_fork_in_child)

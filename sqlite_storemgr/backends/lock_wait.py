@@ -1,29 +1,22 @@
 """Fair turns at SQLite's write lock for this process's threads (``strategy=threadlocal``).
 
-SQLite's default busy handler sleeps 1, 2, 5, 10, ... then 100 ms between polls, so
-a thread that has waited a while polls every 100 ms and nearly always finds the
-lock taken again by a newcomer that polls after 1 ms: under load one unit could
-starve for its whole ``timeout`` while the other threads kept committing.  Here
-the threads of one process that wait for one file's write lock queue in arrival
-order and only the first tries SQLite (``BEGIN IMMEDIATE`` with SQLite's own wait
-off): woken when a unit of ours ends its transaction (or looking every 10-20 ms while
-committing threads keep taking the lock straight back), every 0.5 to 2 ms while the
-lock may be another process's (so that is still waited for, within the same
-deadline).  Once the first waiter has been first for 50 ms, everyone then in line
-gets the lock in turn (`WriteLockLine`).  The lock stays SQLite's: nothing of ours
-is held across a transaction, and waits stay bounded by the one ``timeout``.
+The threads waiting for one file's write lock queue in arrival order, the first
+of them trying SQLite, and take turns once it has waited too long, so no unit
+starves in SQLite's busy handler while others keep committing.  The lock stays
+SQLite's.  See docs/lock-turns.md.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import threading
 import time
 import weakref
 from collections import deque
 from typing import Any, Callable, Hashable
+
+from .. import lifecycle
 
 # How often the first waiter tries the lock while no unit of ours holds it (another
 # process, or a write outside a unit, may): short, jittered.
@@ -57,13 +50,9 @@ class _Waiter:
 class WriteLockLine:
     """The threads of this process waiting for one database's write lock, in arrival order.
 
-    As in Go's ``sync.Mutex``, a newcomer may take a free lock before the
-    waiters (the thread that just committed is running, while handing the lock
-    to a sleeping one costs thread switches on every unit), until the first
-    waiter has been first for `STARVING_SECONDS` (or a tenth of its timeout).
-    Then everyone in line at that moment gets the lock in turn, each unit's end
-    waking the next, while newcomers queue up behind them.  So no unit waits
-    much longer than that plus two turns of the line.
+    A newcomer may take a free lock before the waiters (as in Go's ``sync.Mutex``)
+    until the first waiter has been first for its patience; then everyone in line
+    gets the lock in turn (docs/lock-turns.md).
     """
 
     def __init__(self) -> None:
@@ -271,4 +260,4 @@ def _after_fork_in_child() -> None:
     _generation += 1
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.on_fork(after_in_child=_after_fork_in_child)

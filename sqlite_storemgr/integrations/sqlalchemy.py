@@ -1,70 +1,9 @@
 """SQLAlchemy Core on the calling thread's store connection: one connection, one transaction.
 
 ``engine_for(manager, name)`` returns a SQLAlchemy 2.x ``Engine`` whose
-connections are the calling thread's Storm store connection (the "SharingPool"
-idea of borrowing another framework's connection, built only on SQLAlchemy's
-documented APIs)::
-
-    from sqlite_storemgr.integrations.sqlalchemy import engine_for
-
-    engine = engine_for(manager, "main")       # once; share it between threads
-    with manager.write("main") as store:       # one transaction for both ORMs
-        store.add(Item(name="from Storm"))
-        with engine.connect() as conn:
-            conn.execute(item_table.insert().values(name="from SQLAlchemy"))
-    # both rows committed together, or (the block raised) neither
-
-How it is built:
-
-- ``create_engine("sqlite+pysqlite://", module=pysqlite3.dbapi2, creator=...,
-  poolclass=NullPool, pool_reset_on_return=None)``: the dialect is SQLAlchemy's
-  pysqlite dialect pointed at pysqlite3, the same SQLite library as the stores
-  (a second SQLite copy in the process, e.g. stdlib ``sqlite3``, on the same file
-  would break SQLite's POSIX locks).  ``NullPool`` asks the creator on every
-  checkout, so nothing is pooled: each ``engine.connect()`` gets the store
-  connection of the thread that calls it.
-- The creator returns `SharedConnection`, a DB-API connection that hands out
-  cursors on the store's pysqlite3 connection and reads its attributes
-  (``create_function``, ``isolation_level``: SQLAlchemy's dialect uses them
-  when it connects), each call guarded as Storm's are: the manager's
-  ``close()`` from another thread waits for it, and once the store's
-  connection is closed every such call raises Storm's ``ClosedError`` naming
-  the file.  Its ``commit()``, ``rollback()`` and ``close()`` do nothing:
-  SQLAlchemy's transaction calls (``engine.begin()``, ``conn.commit()``, the
-  rollback when a connection is closed) never end the store's transaction.
-  The store's unit decides: a ``write()`` block commits both ORMs' work when
-  it ends, or rolls both back when it raises.  To undo work, raise inside the
-  unit; ``conn.rollback()`` does not undo anything.
-- A ``before_cursor_execute`` event routes each SQLAlchemy statement through
-  the store's transaction rules, as if Storm had run it: Storm's pending
-  changes are flushed first (so SQLAlchemy sees them); outside a transaction a
-  writing statement begins ``BEGIN IMMEDIATE`` and the transaction stays open
-  until the store commits, exactly like a write through ``get_store`` (so a
-  WSGI request scope or a zope transaction owns it too); a reading one runs on
-  its own outside a unit (no snapshot kept between calls) and joins the
-  unit's transaction inside one; a write through a read-only store (``queue``
-  outside a unit, or a ``read()`` block) raises `ReadOnlyStoreError` before
-  SQLite sees it.
-- An ``after_cursor_execute`` event invalidates the store's whole Storm cache
-  after every SQLAlchemy statement that writes, so no Storm object serves a
-  value that SQLAlchemy changed (objects reload lazily on next access).  This
-  is coarse on purpose: SQLAlchemy's SQL is not parsed for the tables it
-  touches.  SQLAlchemy Core keeps no cache; the SQLAlchemy ORM's ``Session``
-  does, and it is not told about Storm's writes (use Core, or expire the
-  session yourself).
-- A ``handle_error`` event lets the store's own errors (``ClosedError``,
-  ``WrongThreadError``, ...) through as they are: SQLAlchemy would wrap one
-  raised while it makes a statement's cursor in its ``StatementError``.
-
-Which store is "the calling thread's": under ``mutex``/``threadlocal`` the
-thread's own store; under ``queue``/``single`` the writer's store while the
-caller runs inside a write unit (a ``write()`` block, or a ``submit_write``
-function, which runs on the writer thread), and otherwise, under ``queue``, the
-thread's read-only store (reads only).  Under ``single`` outside a unit there
-is no store for the thread, and connecting raises `StrategyError`.
-
-A connection must not cross threads (the store checks, `WrongThreadError`),
-and must not outlive the unit it was opened in under ``queue``/``single``.
+connections are the calling thread's Storm store connection; SQLAlchemy's
+commit and rollback leave the store's transaction to the store's unit.
+See docs/sqlalchemy.md.
 """
 
 from __future__ import annotations

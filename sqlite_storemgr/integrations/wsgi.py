@@ -1,78 +1,9 @@
 """Request-scoped transactions for WSGI: `TransactionMiddleware`.
 
-The middleware Django's ``TransactionMiddleware`` meant to be (see the note on
-nested ``commit_on_success`` in the project's references), on the nesting
-rules of `sqlite_storemgr.units`::
-
-    from sqlite_storemgr.integrations.wsgi import TransactionMiddleware
-    application = TransactionMiddleware(app, manager)
-
-Each request is one unit of work per database it writes to:
-
-- It commits when the application returned a status that is not 5xx and
-  raised nothing, and the response body was produced to its end; it rolls back
-  otherwise: the application raised (when called or while its body was
-  iterated), answered 5xx, or the body was closed before its end (the client
-  went away, a write to the socket failed: the server calls ``close()`` early).
-- The commit happens before the last chunk of the body is handed to the
-  server (the middleware reads one chunk ahead), so a client that received a
-  complete 2xx response knows it was committed.  If the commit fails and no
-  chunk has been handed over yet (a body of one chunk, the usual case), the
-  response becomes a ``500 Internal Server Error``; if chunks were sent
-  already, the iteration raises and the server cuts the response short.
-- Write transactions begin lazily: the first ``manager.write(name)`` block or
-  ``manager.submit_write(fn, name=name)`` of the request on a database opens
-  the request's transaction for it (through the hook of
-  `sqlite_storemgr.scopes`), and every later one joins it.  A request that
-  only reads never takes a write lock.  An inner unit that fails dooms the
-  request's transaction (it rolls back at the end even if the application
-  caught the error and answered 200); ``write(name, savepoint=True)`` fails
-  alone.  If the request's transaction cannot begin (the write lock was not
-  had within ``timeout``), that first ``write()`` or ``submit_write`` call
-  raises the error itself (`DatabaseLockedError`; ``submit_write`` raises
-  instead of returning a failed future).  ``store.commit()`` inside the request raises
-  `TransactionControlError`: the middleware owns the transaction.  With
-  several databases the commits are one after the other after all of them
-  flushed and none is doomed; SQLite has no two-phase commit, so a COMMIT that
-  fails after another database committed cannot undo that one.
-
-What a request's write transaction is, by strategy:
-
-- ``mutex``/``threadlocal``: the thread's own store.  The first write unit
-  ends the store's read snapshot, begins ``BEGIN IMMEDIATE`` under the lock
-  policy (and, for ``mutex``, takes the database's write mutex, held until the
-  request ends).  Writes made directly through ``get_store(name)`` (``add``,
-  ``execute``) belong to the request too: they are committed or rolled back
-  with it.  Prefer ``write()`` for them: a direct write after a read upgrades
-  the read snapshot, which SQLite refuses if another connection committed
-  meanwhile, and does not take the ``mutex`` lock.
-- ``queue``/``single``: the threads' stores are read-only, so the first write
-  unit of the request leases the writer's store (``manager.write(name)``) for
-  the rest of the request; later ``submit_write`` units and ``write()`` blocks
-  run in the request's thread on that store and join it.  While the lease is
-  held the writer runs nothing else, so other threads' units wait: keep
-  writing requests short (the lease lasts until the body is produced).  Read
-  your own writes through the store the ``write()`` block gives (the
-  leased writer store), not through ``get_store``, whose read-only connection
-  sees only what is committed.  A request that writes to several ``queue``
-  databases should use them in one fixed order (two requests leasing two
-  writers in opposite orders would wait for each other).
-
-Between requests:
-
-- every store the thread has for the manager ends its transaction (a read
-  snapshot is rolled back), so no pooled worker thread keeps a stale snapshot
-  or pins the WAL; and every store's Storm cache is invalidated, so nothing
-  cached in one request is served in the next;
-- a TransactionMiddleware called inside a running request of the same manager
-  (an application calling another wrapped application) joins the outer
-  request: it commits nothing, and its failure (raise or 5xx) dooms the outer.
-
-The server must iterate the body and call its ``close()`` in the thread that
-called the application (waitress, gunicorn's threads, mod_wsgi, wsgiref do).
-A request that was never closed is rolled back when its thread starts its next
-request.  Don't combine with a joined zope transaction manager on the same
-manager: one outer scope owns the transaction.
+Each request is one unit of work per database it writes to: it commits when the
+application raised nothing, answered a status that is not 5xx and its body was
+produced to the end (before the last chunk goes out), and rolls back otherwise.
+Its write transaction opens lazily, at its first write unit.  See docs/wsgi.md.
 """
 
 from __future__ import annotations
@@ -84,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import TransactionDoomedError
 from ..scopes import push_thread_hook, remove_thread_hook
-from ..units import is_nested
+from ..units import commit_step
 
 __all__ = ["TransactionMiddleware", "RequestScope", "RequestFailed"]
 
@@ -152,7 +83,7 @@ class RequestScope:
         if not strategy.joins_foreign_transaction:
             if strategy.unit_store() is not None:  # already inside a unit of that writer
                 return
-        elif is_nested(strategy.get_store()):
+        elif strategy.get_store().is_nested():
             # A transaction is under way on the store: loose writes of this request
             # (committed with it at the end) or another scope's (left to it).
             return
@@ -180,8 +111,7 @@ class RequestScope:
         if success:
             try:  # the vote: every database flushed and not doomed, before any commits
                 for store in [store for _, _, store in self.opened] + [s for _, s in loose]:
-                    store.flush()
-                    store.raise_if_doomed()
+                    store.prepare_commit()
             except Exception as error:
                 first_error, success = error, False
         for strategy, scope, store in reversed(self.opened):
@@ -199,9 +129,7 @@ class RequestScope:
         for strategy, store in loose:
             try:
                 if success:
-                    strategy.policy.for_commit().run(
-                        lambda: (store.flush(), store.raise_if_doomed()),
-                        commit=store.commit, rollback=store.rollback)
+                    commit_step(store, strategy.policy)
                 else:
                     store.rollback()
             except BaseException as error:
@@ -223,14 +151,14 @@ class RequestScope:
             if not strategy.joins_foreign_transaction or strategy in opened:
                 continue
             store = strategy.current_store()
-            if store is not None and store.unit_depth == 0 and store.has_uncommitted_changes():
+            if store is not None and not store.in_unit and store.has_uncommitted_changes():
                 loose.append((strategy, store))
         return loose
 
     def _tidy(self) -> None:
         """End read snapshots and drop the Storm caches of this thread's stores."""
         for store in self._thread_stores():
-            if store.unit_depth or store.has_uncommitted_changes():
+            if store.is_nested():
                 continue  # another scope's transaction (a zope one): not ours to end
             if store.connection.in_transaction:
                 store.rollback()  # a read snapshot; rollback() also drops the cache
@@ -262,7 +190,7 @@ class TransactionMiddleware:
 
     ``names`` limits it to some of the manager's databases (default: all).
     ``commit_status(status) -> bool`` decides by the status line (default:
-    commit unless 5xx).  See the module docstring for the rules.
+    commit unless 5xx).  See docs/wsgi.md for the rules.
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]], manager: Any,

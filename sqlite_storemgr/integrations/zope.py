@@ -1,66 +1,10 @@
 """Stores as data managers of the zope ``transaction`` package.
 
-``join_transaction_manager(manager, transaction.manager)`` makes every store
-that a thread touches join that thread's current transaction, the way ZStorm
-does for Storm, so ``transaction.commit()``, ``transaction.abort()`` and
-``transaction.doom()`` drive the stores together with any other data manager::
-
-    import transaction
-    from sqlite_storemgr.integrations.zope import join_transaction_manager
-    join_transaction_manager(manager, transaction.manager)
-    store = manager.get_store("main")
-    store.add(item)                      # joins the current transaction
-    with manager.write("audit") as log:  # joins it too: commits nothing by itself
-        log.execute("INSERT INTO entry (text) VALUES ('item added')")
-    transaction.commit()                 # both databases, with the other data managers
-
-The rules:
-
-- Implicit or explicit transaction manager: with an implicit one (the default
-  ``transaction.manager``) every thread always has a current transaction, so
-  every unit of a joined database in every thread joins one, and commits only
-  when that thread calls ``transaction.commit()``; a thread that never ends
-  its transaction keeps its writes uncommitted (and SQLite's write lock) until
-  it ends.  With an explicit one (``TransactionManager(explicit=True)``) a
-  thread outside ``begin()``/``commit()`` is left alone: its units commit on
-  their own.
-- A store joins on first use in a transaction: a statement (Storm's
-  ``register-transaction`` event: ``execute``, ``find``, ``get``, ``add``,
-  ``remove``; SQLAlchemy statements through `sqlite_storemgr.integrations.sqlalchemy` too),
-  or a ``write()`` block / ``submit_write`` on it.  A read snapshot it kept
-  from before is ended first.  It leaves when the transaction ends and joins
-  the next one on next use.
-- While joined, the zope transaction is the outermost unit: ``write()`` blocks
-  and ``submit_write`` units join it (the nesting rules of
-  `sqlite_storemgr.units`); one that fails dooms the store, so
-  ``transaction.commit()`` fails in the vote (`TransactionDoomedError`) and
-  every data manager aborts.  ``write(name, savepoint=True)`` fails alone.
-- Commit: ``tpc_begin`` flushes Storm's pending changes (a failing flush aborts
-  everything), ``tpc_vote`` refuses a doomed store, ``tpc_finish`` commits.
-  SQLite has no PREPARE, so this is not a true two-phase commit: the stores
-  vote yes once they flushed, and commit in ``tpc_finish``.  A COMMIT failing
-  there after another resource committed would split the transaction; the
-  store holds the write lock from its first write on, so in WAL mode COMMIT
-  needs no further lock.  ``sortKey`` orders the stores before other resources,
-  as ZStorm does for stores without two-phase commit.
-- A write transaction in a joined store begins with its first writing
-  statement (``BEGIN IMMEDIATE`` when the store is not in a transaction yet);
-  a store that read first upgrades its read snapshot, which SQLite refuses at
-  once (SQLITE_BUSY) if another connection committed meanwhile.  Such lock
-  errors are retryable: ``transaction.manager.attempts()`` and
-  ``transaction.manager.run()`` re-run the whole transaction (``should_retry``).
-  Writes of a joined store do not take the ``mutex`` strategy's lock; SQLite's
-  lock (waited for up to ``timeout``) keeps them serialized.
-- ``transaction.savepoint()`` is not supported (the stores are not savepoint
-  data managers); use ``write(name, savepoint=True)``.
-- Only ``mutex`` and ``threadlocal`` databases can join: under ``queue`` and
-  ``single`` the threads' stores are read-only and every write is a unit of
-  its own on the writer thread, which no caller's transaction can own.  Asking
-  for them raises `StrategyError`.  Databases configured after the call are
-  not joined (call it again for them).
-- Don't combine with `sqlite_storemgr.integrations.wsgi.TransactionMiddleware` on the same
-  manager: one outer scope owns the transaction (for zope, use a zope-aware
-  WSGI middleware such as ``pyramid_tm``).
+``join_transaction_manager(manager, transaction.manager)`` makes every store a
+thread touches join that thread's current transaction, the way ZStorm does for
+Storm, so ``transaction.commit()``, ``abort()`` and ``doom()`` drive the stores
+with any other data manager (``mutex`` and ``threadlocal`` databases only).
+See docs/zope.md.
 """
 
 from __future__ import annotations
@@ -94,7 +38,7 @@ def join_transaction_manager(manager: Any, transaction_manager: Any,
                              name: str | None = None) -> "TransactionJoin":
     """Make the stores of ``name`` (default: every database) join ``transaction_manager``.
 
-    Returns a handle whose ``detach()`` undoes it; see the module docstring.
+    Returns a handle whose ``detach()`` undoes it; see docs/zope.md.
     """
     names = [name] if name is not None else manager.names()
     if not names:
@@ -190,7 +134,7 @@ class StoreDataManager:
         """
         store = self._store
         if (store.connection.in_transaction and not store.has_uncommitted_changes()
-                and store.unit_depth == 0 and not store.in_unit_body):
+                and not store.in_unit and not store.in_user_code):
             store.rollback()
         store.enter_unit()
         self._joined = True
