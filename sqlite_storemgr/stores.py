@@ -17,19 +17,15 @@
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any
 
 from storm.database import Result
 from storm.references import BoundReferenceSetBase
 from storm.store import PENDING_ADD, PENDING_REMOVE, ResultSet, Store
 
 from .backends.sqlite import SQLiteConnection, SQLiteDatabase
-from .errors import (
-    StoreManagerError, TransactionControlError, TransactionDoomedError, WrongThreadError)
-
-T = TypeVar("T")
+from .errors import StoreManagerError, TransactionControlError, TransactionDoomedError
+from .nesting import UnitNesting
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
 _CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -90,7 +86,7 @@ class _ReadOnlyConnector:
         return self._database.connect(event, read_only=True)
 
 
-class ManagedStore(Store):
+class ManagedStore(UnitNesting, Store):
     """A Storm Store owned by one thread, on the pysqlite3 backend."""
 
     _seen_version: int | None = None
@@ -100,10 +96,7 @@ class ManagedStore(Store):
         super().__init__(_ReadOnlyConnector(database) if read_only else database)
         self._database = database
         self.name = name
-        self._owner = threading.get_ident()
-        self._unit_depth = 0
-        self._in_user_code = False  # a unit's own code runs: it must not end the transaction
-        self._reading = False  # inside a read() block or read unit
+        self._start_nesting()
         # Outside units, reads run in autocommit mode: no snapshot held between calls.
         self._connection.reads_begin_transaction = False
         # One slot per scope that can fail on its own (the transaction, each savepoint):
@@ -113,33 +106,6 @@ class ManagedStore(Store):
     @property
     def connection(self) -> SQLiteConnection:
         return self._connection
-
-    @property
-    def owner(self) -> int:
-        """The thread that may use the store (the borrower, while it is `lent`)."""
-        return self._owner
-
-    @property
-    def unit_depth(self) -> int:
-        """How many units (or outer scopes) run on the store, one inside the other."""
-        return self._unit_depth
-
-    @property
-    def in_user_code(self) -> bool:
-        """Whether a unit's own code runs now (it may not commit or roll back)."""
-        return self._in_user_code
-
-    @property
-    def reading(self) -> bool:
-        """Whether a read snapshot (a ``read()`` block or read unit) is open."""
-        return self._reading
-
-    def check_thread(self) -> None:
-        """Refuse use from a thread other than the owner."""
-        if threading.get_ident() != self._owner:
-            raise WrongThreadError(
-                f"store {self.name!r} belongs to another thread; "
-                f"call get_store({self.name!r}) in this thread to get its own store")
 
     def hook_register_transaction(self, callback: Any, *data: Any) -> None:
         """Call ``callback(store, *data)`` on Storm's next ``register-transaction`` event (zope joins so)."""
@@ -155,77 +121,6 @@ class ManagedStore(Store):
 
     def has_uncommitted_changes(self) -> bool:
         return bool(self._dirty) or self._connection.has_uncommitted_writes
-
-    @property
-    def in_unit(self) -> bool:
-        """Whether a unit (or an outer scope that owns the transaction) runs on this store."""
-        return self._unit_depth > 0
-
-    def is_nested(self) -> bool:
-        """Whether a unit started now would join a transaction already under way."""
-        return self._unit_depth > 0 or self.has_uncommitted_changes()
-
-    def joins_reads(self) -> bool:
-        """Whether a read started now would join a unit or a read snapshot under way."""
-        return self._reading or self.is_nested()
-
-    def enter_unit(self) -> None:
-        """A unit (or outer scope) starts on this store: reads now join its transaction."""
-        self._unit_depth += 1
-        self._connection.reads_begin_transaction = True
-
-    def leave_unit(self) -> None:
-        self._unit_depth -= 1
-        if not self._unit_depth:
-            self._connection.reads_begin_transaction = False
-
-    def run_user_code(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call a unit's own code, during which the store refuses commit() and rollback()."""
-        with self.user_code():
-            return fn(*args, **kwargs)
-
-    @contextmanager
-    def user_code(self) -> Iterator[None]:
-        """Around a unit's own code (a ``write()`` block's body): no commit(), no rollback()."""
-        outer, self._in_user_code = self._in_user_code, True
-        try:
-            yield
-        finally:
-            self._in_user_code = outer
-
-    @contextmanager
-    def writes_refused(self, refused: bool) -> Iterator[None]:
-        """Refuse (or allow) writes on the connection for a while: a read unit, a unit's frame."""
-        connection = self._connection
-        outer, connection.refuse_writes = connection.refuse_writes, refused
-        try:
-            yield
-        finally:
-            connection.refuse_writes = outer
-
-    @contextmanager
-    def snapshot(self) -> Iterator["ManagedStore"]:
-        """One read snapshot around a block that may not write; ended (rolled back) on exit."""
-        connection = self._connection
-        if connection.in_transaction:
-            self.rollback()
-        connection.begin_read()
-        self._reading = connection.refuse_writes = True
-        try:
-            self.revalidate()
-            yield self
-        finally:
-            self._reading = connection.refuse_writes = False
-            self.rollback()
-
-    @contextmanager
-    def lent(self) -> Iterator["ManagedStore"]:
-        """Let the calling thread use the store for a block (the writer's ``write()`` lease)."""
-        owner, self._owner = self._owner, threading.get_ident()
-        try:
-            yield self
-        finally:
-            self._owner = owner
 
     def _refresh(self) -> None:
         """Outside a transaction: drop the object cache if the database changed since the last look."""

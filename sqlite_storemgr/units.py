@@ -7,7 +7,7 @@ the writer's transaction), a ``write()`` block or the writer's lease of one
 (`commit_step`).  Units compose: one started while another runs on the same
 store (or while it holds uncommitted changes) joins that transaction instead
 of committing it early; an inner unit that fails dooms the scope it joined,
-and an inner ``write(savepoint=True)`` block can fail alone.  See docs/units.md.
+and an inner ``write(savepoint=True)`` block can fail alone.  See docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -7,14 +7,15 @@ with one per unit, so the failing unit is undone alone (the units before it
 run twice).  A busy error rolls the whole batch back and re-runs it under the
 lock policy; units whose own deadline passed fail with `DatabaseLockedError`.
 A ``BaseException`` from a unit's code leaves `Batch.running` naming the unit
-that killed the writer.  See docs/writer.md.
+that killed the writer.  See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from storm.exceptions import DisconnectionError
 
@@ -54,6 +55,24 @@ class LeaseRequest:
         self.store: ManagedStore | None = None
         self.succeeded = False
 
+    @contextmanager
+    def borrowed(self) -> Iterator[ManagedStore]:
+        """The caller's side, once queued: wait for the transaction, lend the store to the
+        block, then wait for the writer's COMMIT (raising its error) or rollback."""
+        self.ready.wait()
+        if self.store is None:
+            self.future.result()  # raises what stopped the writer from beginning
+        try:
+            with self.store.lent() as store:
+                yield store
+            self.succeeded = True
+        finally:
+            self.done.set()
+            if self.succeeded:
+                self.future.result()
+            else:
+                self.future.exception()  # the rollback is done; the block's error propagates
+
 
 class WriterFigures:
     """The writer's counters, for `stats()`: written by the writer thread only."""
@@ -63,6 +82,24 @@ class WriterFigures:
     def __init__(self) -> None:
         self.committed = self.failed = self.batches = self.batched_units = 0
         self.largest_batch = self.restarts = 0
+
+    def report(self, items: Sequence[Any]) -> dict[str, Any]:
+        """The figures with the queue's depth and its oldest item's wait, for `stats()`."""
+        depth = len(items)
+        try:
+            oldest = time.monotonic() - items[0].enqueued if depth and items[0] else 0.0
+        except IndexError:  # the writer took the last unit meanwhile
+            oldest = 0.0
+        return {
+            "queue_depth": depth,
+            "oldest_wait_seconds": oldest,
+            "units_committed": self.committed,
+            "units_failed": self.failed,
+            "batches": self.batches,
+            "mean_batch": self.batched_units / self.batches if self.batches else 0.0,
+            "largest_batch": self.largest_batch,
+            "writer_restarts": self.restarts,
+        }
 
     def count_batch(self, size: int, failed: int) -> None:
         self.batches += 1

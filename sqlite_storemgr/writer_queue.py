@@ -148,19 +148,8 @@ class WriterQueue:
         request = LeaseRequest(UnitFuture())
         request.future.runner = self
         self._put(request)
-        request.ready.wait()
-        if request.store is None:
-            request.future.result()  # raises what stopped the writer from beginning
-        try:
-            with request.store.lent() as store:
-                yield store
-            request.succeeded = True
-        finally:
-            request.done.set()
-            if request.succeeded:
-                request.future.result()  # raises if the COMMIT failed
-            else:
-                request.future.exception()  # waits for the rollback; the block's error propagates
+        with request.borrowed() as store:
+            yield store
 
     # -- the writer's side -------------------------------------------------
 
@@ -276,19 +265,4 @@ class WriterQueue:
     def stats(self) -> dict[str, Any]:
         """The writer's figures, read without its lock: a signal handler may ask for them
         while the thread it interrupted holds that lock (in `submit`, say)."""
-        items, figures = self._items, self.figures
-        depth = len(items)
-        try:
-            oldest = time.monotonic() - items[0].enqueued if depth and items[0] else 0.0
-        except IndexError:  # the writer took the last unit meanwhile
-            oldest = 0.0
-        return {
-            "queue_depth": depth,
-            "oldest_wait_seconds": oldest,
-            "units_committed": figures.committed,
-            "units_failed": figures.failed,
-            "batches": figures.batches,
-            "mean_batch": figures.batched_units / figures.batches if figures.batches else 0.0,
-            "largest_batch": figures.largest_batch,
-            "writer_restarts": figures.restarts,
-        }
+        return self.figures.report(self._items)
