@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from storm.store import Store
 
+from .backends.sqlite import ConnectHook
 from .errors import (
     ConfigError, DatabaseLockedError, DatabaseMovedError, ForkLockedError,
     InheritedConnectionError, ManagerClosedError, QueueFullError, ReadOnlyStoreError,
@@ -30,6 +31,7 @@ from .uri import PostgresConfig, SQLiteConfig, parse_uri
 __all__ = [
     "__version__", "StoreManager", "SQLiteConfig", "PostgresConfig", "parse_uri",
     "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
+    "awrite", "aread",
     "stats", "close", "default_manager", "drain_on_sigterm",
     "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ForkLockedError",
     "InheritedConnectionError", "ManagerClosedError",
@@ -54,8 +56,8 @@ def default_manager() -> StoreManager:
     return _default
 
 
-def configure(name: str, uri: str) -> None:
-    _default.configure(name, uri)
+def configure(name: str, uri: str, on_connect: ConnectHook | None = None) -> None:
+    _default.configure(name, uri, on_connect)
 
 
 def get_store(name: str | None = None) -> Store:
@@ -90,3 +92,11 @@ def stats(name: str | None = None) -> dict[str, Any]:
 
 def close(timeout: float | None = None) -> bool:
     return _default.close(timeout)
+
+
+async def awrite(fn: Callable[..., T], *args: Any, name: str | None = None, **kwargs: Any) -> T:
+    return await _default.awrite(fn, *args, name=name, **kwargs)
+
+
+async def aread(fn: Callable[..., T], *args: Any, name: str | None = None, **kwargs: Any) -> T:
+    return await _default.aread(fn, *args, name=name, **kwargs)

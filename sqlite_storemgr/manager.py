@@ -8,12 +8,12 @@ import time
 from concurrent.futures import Future
 from dataclasses import replace
 from contextlib import AbstractContextManager
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from storm.store import Store
 
-from . import lifecycle
-from .backends.sqlite import SQLiteDatabase
+from . import awaitable, lifecycle
+from .backends.sqlite import ConnectHook, SQLiteDatabase
 from .errors import ConfigError, ManagerClosedError
 from .scopes import before_write_unit
 from .strategies import Strategy, create_strategy
@@ -21,9 +21,13 @@ from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 T = TypeVar("T")
 
-def open_database(config: SQLiteConfig | PostgresConfig) -> Any:
+def open_database(config: SQLiteConfig | PostgresConfig,
+                  on_connect: ConnectHook | None = None) -> Any:
     """The Storm database for a config; nothing is created on disk by it."""
     if isinstance(config, PostgresConfig):
+        if on_connect is not None:
+            raise ConfigError("on_connect= is for SQLite databases; a PostgreSQL database "
+                              "takes its settings from the server, the role or the URI")
         from .backends.postgres import PostgresDatabase  # psycopg2 is an optional extra
         return PostgresDatabase(config)
     if config.path is not None:
@@ -31,7 +35,7 @@ def open_database(config: SQLiteConfig | PostgresConfig) -> Any:
         if not os.path.isdir(parent):
             raise ConfigError(
                 f"cannot open {config.path!r}: its directory {parent!r} does not exist")
-    return SQLiteDatabase(config)
+    return SQLiteDatabase(config, on_connect)
 
 
 class StoreManager:
@@ -48,8 +52,11 @@ class StoreManager:
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # another thread may have held it at the fork
 
-    def configure(self, name: str, uri: str) -> None:
-        """Add database ``name`` from ``uri``; checks everything before opening anything."""
+    def configure(self, name: str, uri: str, on_connect: ConnectHook | None = None) -> None:
+        """Add database ``name`` from ``uri``; checks everything before opening anything.
+
+        ``on_connect(raw_connection, read_only)`` runs on every new SQLite connection.
+        """
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a database name must be a non-empty string, not {name!r}")
         config = parse_uri(uri)
@@ -60,7 +67,7 @@ class StoreManager:
             self._check_open()
             if name in self._strategies:
                 raise ConfigError(f"a database named {name!r} is configured already")
-            strategy = create_strategy(name, config, open_database(config))
+            strategy = create_strategy(name, config, open_database(config, on_connect))
             self._strategies[name] = strategy
             self._only = strategy if len(self._strategies) == 1 else None
 
@@ -145,7 +152,7 @@ class StoreManager:
             strategies = list(self._strategies.values())
         deadline = None if timeout is None else time.monotonic() + timeout
         errors = []
-        drained = True
+        drained = awaitable.close_pool(self, timeout)  # units awaited through its pool run first
         for strategy in strategies:  # one failing database does not keep the others open
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -163,3 +170,13 @@ class StoreManager:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+    async def awrite(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+                     **kwargs: Any) -> T:
+        """`submit_write` awaited; the event loop never blocks (`sqlite_storemgr.awaitable`)."""
+        return await awaitable.awrite(self, fn, args, kwargs, name)
+
+    async def aread(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+                    **kwargs: Any) -> T:
+        """`submit_read` awaited: ``fn(store)`` on a read store (under ``single``, the worker)."""
+        return await awaitable.aread(self, fn, args, kwargs, name)

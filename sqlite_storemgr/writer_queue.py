@@ -1,10 +1,10 @@
 """The writer thread: one per database, owning the only write connection.
 
-Callers enqueue work items and get a `UnitFuture`; the writer loop takes them
-in order: a run of units becomes one batch (`writer_batch.Batch`, group
-commit), a lease request lends the writer's store to a ``write()`` block, the
-stop item ends the loop once everything before it ran.  The queue is bounded
-(``queue_size``, waited for up to ``timeout``).  If the writer dies (a unit
+Callers enqueue work items (`work_items.WorkItems`) and get a `UnitFuture`; the
+writer loop takes them in order: a run of units becomes one batch
+(`writer_batch.Batch`, group commit), a lease request lends the writer's store
+to a ``write()`` block, `STOP` ends the loop once everything before it ran.
+If the writer dies (a unit
 raising ``BaseException``, a connection that cannot be opened), every pending
 future fails (the culprit with its own exception, the others with
 `WriterBrokenError` caused by it) and the next submit starts a fresh writer.
@@ -13,23 +13,19 @@ future fails (the culprit with its own exception, the others with
 from __future__ import annotations
 
 import threading
-import time
-from collections import deque
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator
 
 from . import lifecycle
-from .errors import ManagerClosedError, QueueFullError, StrategyError, WriterBrokenError
+from .errors import StrategyError, WriterBrokenError
 from .futures import UnitFuture
 from .retry import LockPolicy
 from .stores import ManagedStore
 from .threadlocal import close_store
 from .units import joined_block, resolved_future, run_joined
+from .work_items import STOP, WorkItem, WorkItems
 from .writer_batch import Batch, LeaseRequest, WriterFigures, WriteUnit, serve_lease
 
-LINGER_SECONDS = 0.0005
-STOP = None  # the work item close() queues: the writer ends once it reaches it
-WorkItem = Union[WriteUnit, LeaseRequest, None]
 # The parent's writer stores, kept referenced in a forked child so no destructor closes them.
 _abandoned_after_fork: list[ManagedStore | None] = []
 
@@ -41,24 +37,17 @@ class WriterQueue:
                  batch: int, queue_size: int, timeout: float, name: str):
         self._open_store = open_store
         self._policy = policy
-        self._batch_size = batch
-        self._size = queue_size
         self._timeout = timeout
         self.name = name
         self.figures = WriterFigures()
-        self._closing = False
+        self._work = WorkItems(queue_size, batch, timeout, name)
         self._reset()
         lifecycle.track(self)
         lifecycle.drain_at_exit(self)
 
     def _reset(self) -> None:
         """No writer, nothing queued: the state at start and in a forked child."""
-        self._items: deque[WorkItem] = deque()
-        self._lock = threading.Lock()
-        self._not_empty = threading.Condition(self._lock)
-        self._not_full = threading.Condition(self._lock)
-        self._writer_waiting = False
-        self._wanted = self._expected = 1
+        self._work.reset()
         self._thread: threading.Thread | None = None
         self._thread_ident: int | None = None
         self._store: ManagedStore | None = None
@@ -82,37 +71,14 @@ class WriterQueue:
         return future
 
     def _put(self, item: WorkItem) -> None:
-        with self._lock:
-            if self._closing:
-                raise ManagerClosedError(f"the writer of {self.name!r} is closed")
-            if len(self._items) >= self._size:
-                self._wait_for_room()
-            if self._thread is None:
-                self._start_writer()
-            self._items.append(item)
-            if self._writer_waiting and len(self._items) >= self._wanted:
-                self._writer_waiting = False  # one wake-up is enough: the others skip notify()
-                self._not_empty.notify()
+        self._work.put(item, self._start_writer_if_none)
 
-    def _wait_for_room(self) -> None:
-        deadline = time.monotonic() + self._timeout
-        while len(self._items) >= self._size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._not_full.wait(remaining):
-                if len(self._items) < self._size:
-                    break
-                raise QueueFullError(
-                    f"the write queue of {self.name!r} stayed full ({self._size} units) for "
-                    f"timeout={self._timeout:g}s: the writer cannot keep up; raise queue_size "
-                    "or timeout, or submit less")
-            if self._closing:
-                raise ManagerClosedError(f"the writer of {self.name!r} is closed")
-
-    def _start_writer(self) -> None:
-        thread = threading.Thread(
-            target=self._run, name=f"storemgr-writer-{self.name}", daemon=True)
-        thread.start()  # if this raises, no dead thread is recorded as the writer
-        self._thread = thread
+    def _start_writer_if_none(self) -> None:
+        if self._thread is None:
+            thread = threading.Thread(
+                target=self._run, name=f"storemgr-writer-{self.name}", daemon=True)
+            thread.start()  # if this raises, no dead thread is recorded as the writer
+            self._thread = thread
 
     def unit_store(self) -> ManagedStore | None:
         """The writer's store if a unit of it runs in the caller's call stack, else None.
@@ -159,7 +125,7 @@ class WriterQueue:
         store = None
         try:
             store = self._store = self._open_store()
-            while (item := self._take()) is not STOP:
+            while (item := self._work.take()) is not STOP:
                 self._doing = item
                 if isinstance(item, LeaseRequest):
                     serve_lease(store, self._policy, item, self.figures)
@@ -169,46 +135,11 @@ class WriterQueue:
         except BaseException as error:
             self._die(error)
         finally:
-            with self._lock:
+            with self._work.lock:
                 if self._store is store:  # not yet a restarted writer's store
                     self._store = None
             if store is not None:
                 close_store(store)
-
-    def _take(self) -> Batch | LeaseRequest | None:
-        """The next work item: a batch of units, a lease request, or `STOP`.
-
-        Group commit needs batches: the callers whose units were just committed
-        come back with their next unit within microseconds, so when fewer units
-        are queued than the last round had callers, the writer lingers up to
-        ``LINGER_SECONDS`` for them (woken early once they are all there).
-        """
-        with self._lock:
-            items = self._items
-            while not items:
-                self._wait_for(1, None)
-            if len(items) < self._expected and not self._closing:
-                self._wait_for(self._expected, LINGER_SECONDS)
-            was_full = len(items) >= self._size
-            first = items.popleft()
-            taken: Batch | LeaseRequest | None = first
-            if isinstance(first, WriteUnit):
-                units = [first]
-                while (items and len(units) < self._batch_size
-                       and isinstance(items[0], WriteUnit)):
-                    units.append(items.popleft())  # type: ignore[arg-type]
-                self._expected = min(self._batch_size, len(units) + len(items))
-                taken = Batch(units)
-            if was_full:
-                self._not_full.notify_all()
-        return taken
-
-    def _wait_for(self, count: int, timeout: float | None) -> None:
-        """Wait (lock held) until ``count`` items are queued, or ``timeout``."""
-        self._wanted = count
-        self._writer_waiting = True
-        self._not_empty.wait(timeout)
-        self._writer_waiting = False
 
     def _die(self, cause: BaseException) -> None:
         """Fail every pending future and leave the queue ready to restart a writer."""
@@ -218,14 +149,12 @@ class WriterQueue:
         broken.__cause__ = cause
         doing = self._doing
         culprit = doing.running if isinstance(doing, Batch) else None
-        with self._lock:
+        with self._work.lock:
             pending: list[WriteUnit | LeaseRequest] = (
                 doing.units if isinstance(doing, Batch) else [doing] if doing else [])
-            pending += [item for item in self._items if item is not STOP]
-            self._items.clear()
+            pending += self._work.clear()
             self._thread = self._thread_ident = self._store = self._doing = None
             self.figures.restarts += 1
-            self._not_full.notify_all()
         for item in pending:
             if isinstance(item, LeaseRequest):
                 item.ready.set()
@@ -249,13 +178,8 @@ class WriterQueue:
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop taking units, drain the queue, stop the writer; False if it outlived ``timeout``."""
-        with self._lock:
-            if not self._closing:
-                self._closing = True
-                if self._thread is not None:
-                    self._items.append(STOP)
-                    self._not_empty.notify_all()
-                self._not_full.notify_all()
+        with self._work.lock:
+            self._work.close(writer_running=self._thread is not None)
             thread = self._thread
         if thread is None or self.unit_store() is not None:
             return True  # the writer finishes the unit under way here, then drains and stops
@@ -265,4 +189,4 @@ class WriterQueue:
     def stats(self) -> dict[str, Any]:
         """The writer's figures, read without its lock: a signal handler may ask for them
         while the thread it interrupted holds that lock (in `submit`, say)."""
-        return self.figures.report(self._items)
+        return self.figures.report(self._work.items)

@@ -1,8 +1,21 @@
-"""What several test modules share: the small `item` table (its Storm class and a unit
-writing to it) and reading a database file through a connection of its own."""
+"""What many test modules share: the `item` table (its Storm class, its schema, units
+writing to it), the two deliberate failures, the strategy groups, and reading a database
+file through a connection of its own."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
 
 import pysqlite3.dbapi2 as dbapi
 from storm.locals import Int, Unicode
+
+from sqlite_storemgr.uri import STRATEGIES
+
+# Where writes run: on a writer thread (`queue`, `single`) or in the caller's thread.
+WRITER_THREAD_STRATEGIES = tuple(s for s in STRATEGIES if s in ("queue", "single"))
+CALLER_THREAD_STRATEGIES = tuple(s for s in STRATEGIES if s not in WRITER_THREAD_STRATEGIES)
+
+ITEM_TABLE = "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)"
 
 
 class Item:
@@ -15,11 +28,33 @@ class Boom(Exception):
     """The deliberate failure of a test unit."""
 
 
-def insert(name):
+class WriterKiller(BaseException):
+    """Not an Exception: raised by a unit, it ends the writer thread (or any thread)."""
+
+
+def create_items(store: Any) -> None:
+    """A unit creating the `item` table."""
+    store.execute(ITEM_TABLE)
+
+
+def create_unique_items(store: Any) -> None:
+    """A unit creating the `item` table with unique names (a second one: IntegrityError)."""
+    store.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
+
+
+def insert(name: str) -> Callable[[Any], str]:
     """A unit that inserts one item named ``name`` and returns the name."""
-    def unit(store):
+    def unit(store: Any) -> str:
         store.execute("INSERT INTO item (name) VALUES (?)", (name,))
         return name
+    return unit
+
+
+def failing(name: str) -> Callable[[Any], None]:
+    """A unit that inserts one item named ``name``, then raises Boom(name)."""
+    def unit(store: Any) -> None:
+        store.execute("INSERT INTO item (name) VALUES (?)", (name,))
+        raise Boom(name)
     return unit
 
 
@@ -35,3 +70,8 @@ def rows(path, sql: str, params: tuple = ()) -> list[tuple]:
 def names(path) -> list[str]:
     """The names of the items committed to the file, in id order."""
     return [name for (name,) in rows(path, "SELECT name FROM item ORDER BY id")]
+
+
+def integrity(path) -> list[tuple]:
+    """What ``PRAGMA integrity_check`` says of the file."""
+    return rows(path, "PRAGMA integrity_check")

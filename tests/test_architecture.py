@@ -18,7 +18,7 @@ PACKAGE = Path(sqlite_storemgr.__file__).parent
 LAYERS = {
     0: {"errors", "uri", "lifecycle"},
     1: {"backends"},
-    2: {"stores", "nesting", "futures", "retry", "units", "threadlocal", "writer_batch",
+    2: {"stores", "nesting", "futures", "retry", "units", "threadlocal", "writer_batch", "work_items",
         "writer_queue", "gate", "scopes"},
     3: {"strategies"},
     4: {"manager", "awaitable", "shutdown", "__init__"},

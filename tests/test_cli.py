@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-STRATEGIES = ("queue", "single", "mutex", "threadlocal")
+from _children import ROOT, child_env
+from sqlite_storemgr.uri import STRATEGIES
+
+ENV = child_env()
 CEILING = "serial ceiling (raw, 1 thread)"
 SMALL_BENCH = ("--units", "300", "--threads", "4")
 BENCH_INSTALL = "pip install 'sqlite_storemgr[bench]'"

@@ -35,8 +35,7 @@ from _differential import (
     SEED_ROWS, STEP_TIMEOUT, Item, Program, create_database, final_rows, open_manager, programs,
     run_program)
 from sqlite_storemgr import StoreManagerError
-
-STRATEGIES = ("queue", "single", "mutex", "threadlocal")
+from sqlite_storemgr.uri import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,6 @@ def test_every_strategy_observes_the_same(program):
 
 
 # -- the defects reported so far: one test each, under every strategy ----------------
-
-
-@pytest.fixture(params=STRATEGIES)
-def strategy(request):
-    return request.param
 
 
 @pytest.fixture

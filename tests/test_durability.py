@@ -19,66 +19,18 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from storm.exceptions import OperationalError
 
+from _children import LineReader, child_env, spawn
 from _items import rows
-from sqlite_storemgr import DatabaseLockedError, StoreManager
+from sqlite_storemgr import DatabaseLockedError
 
-ROOT = Path(__file__).resolve().parent.parent
 NAME = "db"
 
 pytestmark = pytest.mark.filterwarnings(
     "error::pytest.PytestUnhandledThreadExceptionWarning")
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class LineReader:
-    """Collects a child's stdout lines on a thread; ``wait_for`` blocks until a line shows."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[str] = []
-        self.partial = ""
-        self._changed = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream) -> None:
-        for raw in iter(stream.readline, b""):
-            text = raw.decode()
-            with self._changed:
-                if text.endswith("\n"):
-                    self.lines.append(text[:-1])
-                else:
-                    self.partial = text  # cut off by the kill: never acknowledged whole
-                self._changed.notify_all()
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-
-    def wait_for(self, line: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while line not in self.lines:
-                remaining = deadline - time.monotonic()
-                if self._closed or remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-            return True
-
-    def finish(self, timeout: float = 10) -> list[str]:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the child's stdout never closed"
-        return list(self.lines)
 
 
 # -- SIGKILL ------------------------------------------------------------------
@@ -114,9 +66,7 @@ def test_acknowledged_writes_survive_repeated_sigkill(tmp_path):
     acknowledged: list[str] = []
     rng = random.Random()
     for run in range(5):
-        child = subprocess.Popen(
-            [sys.executable, "-c", WRITER_CHILD, str(path), f"run{run}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+        child = spawn(WRITER_CHILD, path, f"run{run}")
         reader = LineReader(child.stdout)
         try:
             ready = reader.wait_for("ready", 30)
@@ -194,9 +144,7 @@ print("released", flush=True)
 
 
 def start_locker(path, hold: float):
-    child = subprocess.Popen(
-        [sys.executable, "-c", LOCKER_CHILD, str(path), str(hold)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    child = spawn(LOCKER_CHILD, path, hold)
     reader = LineReader(child.stdout)
     if not reader.wait_for("locked", 20):
         child.kill()
@@ -220,61 +168,50 @@ def setup_table(store) -> None:
 
 
 @pytest.mark.timeout(20)
-def test_units_wait_for_another_processes_lock_within_timeout(tmp_path):
-    path = tmp_path / "shared.db"
-    mgr = StoreManager()
-    mgr.configure(NAME, f"sqlite:{path}?timeout=3")
-    try:
-        mgr.submit_write(setup_table).result(timeout=10)
-        child, reader = start_locker(path, 0.6)
-        started = time.monotonic()
-        futures = [mgr.submit_write(insert, key) for key in range(20)]
-        results = [future.result(timeout=10) for future in futures]
-        elapsed = time.monotonic() - started
-        finish_locker(child, reader)
+def test_units_wait_for_another_processes_lock_within_timeout(make_manager, db_path):
+    mgr = make_manager("queue", name=NAME, schema=setup_table, timeout=3)
+    child, reader = start_locker(db_path, 0.6)
+    started = time.monotonic()
+    futures = [mgr.submit_write(insert, key) for key in range(20)]
+    results = [future.result(timeout=10) for future in futures]
+    elapsed = time.monotonic() - started
+    finish_locker(child, reader)
 
-        assert results == list(range(20))
-        assert elapsed >= 0.4, "the units did not wait for the other process's lock"
-        assert rows(path, "SELECT k, who FROM t ORDER BY k") == [(-1, "locker")] + [
-            (key, "manager") for key in range(20)]
-        stats = mgr.stats(NAME)
-        assert stats["units_committed"] == 21
-        assert stats["units_failed"] == 0
-        assert stats["lock_wait_seconds"] >= 0.3
-    finally:
-        mgr.close(timeout=10)
+    assert results == list(range(20))
+    assert elapsed >= 0.4, "the units did not wait for the other process's lock"
+    assert rows(db_path, "SELECT k, who FROM t ORDER BY k") == [(-1, "locker")] + [
+        (key, "manager") for key in range(20)]
+    stats = mgr.stats(NAME)
+    assert stats["units_committed"] == 21
+    assert stats["units_failed"] == 0
+    assert stats["lock_wait_seconds"] >= 0.3
 
 
 @pytest.mark.timeout(20)
-def test_units_fail_with_database_locked_after_timeout_and_the_manager_recovers(tmp_path):
-    path = tmp_path / "shared.db"
-    mgr = StoreManager()
-    mgr.configure(NAME, f"sqlite:{path}?timeout=0.2")
-    try:
-        mgr.submit_write(setup_table).result(timeout=10)
-        child, reader = start_locker(path, 1.0)
-        started = time.monotonic()
-        futures = [mgr.submit_write(insert, key) for key in range(10)]
-        errors = [future.exception(timeout=10) for future in futures]
-        elapsed = time.monotonic() - started
-        still_locked = not reader.wait_for("released", 0)
+def test_units_fail_with_database_locked_after_timeout_and_the_manager_recovers(
+        make_manager, db_path):
+    mgr = make_manager("queue", name=NAME, schema=setup_table, timeout=0.2)
+    child, reader = start_locker(db_path, 1.0)
+    started = time.monotonic()
+    futures = [mgr.submit_write(insert, key) for key in range(10)]
+    errors = [future.exception(timeout=10) for future in futures]
+    elapsed = time.monotonic() - started
+    still_locked = not reader.wait_for("released", 0)
 
-        for error in errors:
-            assert isinstance(error, DatabaseLockedError), repr(error)
-            assert isinstance(error, OperationalError)
-            assert "database is locked" in str(error)
-            assert "timeout=0.2" in str(error)
-            assert error.waited >= 0.15
-        assert elapsed < 1.0
-        assert still_locked  # they failed while the other process held the lock
+    for error in errors:
+        assert isinstance(error, DatabaseLockedError), repr(error)
+        assert isinstance(error, OperationalError)
+        assert "database is locked" in str(error)
+        assert "timeout=0.2" in str(error)
+        assert error.waited >= 0.15
+    assert elapsed < 1.0
+    assert still_locked  # they failed while the other process held the lock
 
-        finish_locker(child, reader)
-        assert mgr.submit_write(insert, 100).result(timeout=10) == 100
-        assert rows(path, "SELECT k, who FROM t ORDER BY k") == [
-            (-1, "locker"), (100, "manager")]
-        stats = mgr.stats(NAME)
-        assert stats["units_failed"] == 10
-        assert stats["locked_errors"] >= 1
-        assert stats["writer_restarts"] == 0
-    finally:
-        mgr.close(timeout=10)
+    finish_locker(child, reader)
+    assert mgr.submit_write(insert, 100).result(timeout=10) == 100
+    assert rows(db_path, "SELECT k, who FROM t ORDER BY k") == [
+        (-1, "locker"), (100, "manager")]
+    stats = mgr.stats(NAME)
+    assert stats["units_failed"] == 10
+    assert stats["locked_errors"] >= 1
+    assert stats["writer_restarts"] == 0

@@ -5,18 +5,20 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
+import pysqlite3.dbapi2 as dbapi
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _children import ROOT, child_env
+
 EXAMPLES = os.path.join(ROOT, "examples")
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+ENV = child_env()
 
 
 def run_example(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -54,11 +56,11 @@ def test_load_refuses_a_server_that_is_not_on_loopback():
 
 
 class App:
-    """examples/wsgi_app.py as a subprocess on a free port."""
+    """examples/wsgi_app.py (or ``script``) as a subprocess on a free port."""
 
-    def __init__(self, db: str):
+    def __init__(self, db: str, script: str = "wsgi_app.py", *options: str):
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(EXAMPLES, "wsgi_app.py"), "--port", "0", "--db", db],
+            [sys.executable, os.path.join(EXAMPLES, script), "--port", "0", "--db", db, *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         self.url = self.process.stdout.readline().strip()
         assert self.url.startswith("http://127.0.0.1:"), self.process.stderr.read()
@@ -111,7 +113,6 @@ def test_wsgi_app_routes_and_clean_shutdown(tmp_path, signum):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy", ["queue", "single", "mutex", "threadlocal"])
 def test_job_pool_stores_every_result(strategy):
     result = run_example("job_pool.py", "--jobs", "300", "--workers", "6",
                          "--strategy", strategy)
@@ -134,3 +135,50 @@ def test_lock_policies_behave_as_documented():
         # two cases (A, B) x two timeouts per policy
         assert sum(line.startswith(f"  on_locked={policy} ") for line in out.splitlines()) == 4
     assert "succeeded after" in out and "DatabaseLockedError after" in out
+
+
+@pytest.mark.timeout(90)
+def test_asyncio_app_under_load_then_clean_shutdown(tmp_path, strategy):
+    pytest.importorskip("aiohttp")
+    db = str(tmp_path / "notes.db")
+    app = App(db, "asyncio_app.py", "--strategy", strategy)
+    try:
+        status, body = app.request("POST", "/notes", "async \N{SNOWMAN}".encode())
+        assert status == 201 and isinstance(body["id"], int)
+        assert app.request("GET", f"/notes/{body['id']}") == (
+            200, {"id": body["id"], "text": "async \N{SNOWMAN}"})
+        assert app.request("GET", f"/notes/{body['id'] + 1000}")[0] == 404
+        assert app.request("GET", "/nowhere")[0] == 404
+        assert app.request("POST", "/notes", b"\xff\xfe")[0] == 400
+        load = run_example("load.py", "--url", app.url, "--seconds", "1.5", "--threads", "8")
+    finally:
+        returncode, output = app.stop(signal.SIGTERM)
+    assert load.returncode == 0, load.stdout + load.stderr
+    assert "errors: 0" in load.stdout
+    verified = next(line for line in load.stdout.splitlines() if line.startswith("verified: "))
+    readable, acknowledged = map(int, verified.split()[1].split("/"))
+    assert readable == acknowledged > 0
+    assert returncode == 0 and "shut down cleanly" in output and strategy in output, output
+    connection = dbapi.connect(db)
+    try:  # every acknowledged note, and the first one, are in the file once the app is gone
+        assert connection.execute("SELECT count(*) FROM note").fetchone() == (acknowledged + 1,)
+    finally:
+        connection.close()
+
+
+def readme_samples(section: str) -> str:
+    """The python code blocks of the README's ``## section``, joined."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as readme:
+        text = readme.read().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("section", [
+    "Async API", "Metrics and stats", "Connection hooks", "Models, not only SQL"])
+def test_a_readme_sample_runs_and_its_asserts_hold(tmp_path, section):
+    code = readme_samples(section)
+    assert "assert" in code
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -23,23 +23,19 @@ import traceback
 
 import pytest
 
-from _items import rows
+from _items import insert, rows
 from sqlite_storemgr import StoreManager
 
-STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
 SCHEMA = "CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+
+
+def create_schema(store) -> None:
+    store.execute(SCHEMA)
 
 # Set by a fork hook of the test's own (it runs before the package's, which wait):
 # the moment a fork began, for a thread that must act while the fork is held back.
 _fork_began = threading.Event()
 os.register_at_fork(before=_fork_began.set)
-
-
-def _insert(name):
-    def unit(store):
-        store.execute("INSERT INTO item (name) VALUES (?)", (name,))
-        return name
-    return unit
 
 
 def _fork_child(child, *args) -> tuple[int, int]:
@@ -90,7 +86,7 @@ def _write_in_child(path, strategy: str, name: str, within: float) -> None:
     began = time.monotonic()
     manager = StoreManager()
     manager.configure("child", f"sqlite:{path}?strategy={strategy}&timeout=5")
-    assert manager.submit_write(_insert(name)).result(timeout=10) == name
+    assert manager.submit_write(insert(name)).result(timeout=10) == name
     took = time.monotonic() - began
     assert took < within, f"the child's write took {took:.2f}s"
     manager.close()
@@ -106,12 +102,11 @@ def _write_in_child(path, strategy: str, name: str, within: float) -> None:
     ("delete", "read"),     # outside WAL an inherited read lock stops the child's commits too
 ])
 def test_fork_while_the_writer_is_inside_a_batch_leaves_the_child_able_to_write(
-        tmp_path, journal, holder):
+        make_manager, tmp_path, journal, holder):
     """A transaction is open in another thread (blocked inside it) when the fork comes."""
     path = tmp_path / "a.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=queue&timeout=3&journal_mode={journal}")
-    manager.submit_write(lambda store: store.execute(SCHEMA)).result()
+    manager = make_manager("queue", path=path, schema=create_schema, timeout=3,
+                           journal_mode=journal)
     inside, release = threading.Event(), threading.Event()
 
     def blocking(store):
@@ -125,7 +120,7 @@ def test_fork_while_the_writer_is_inside_a_batch_leaves_the_child_able_to_write(
             assert store.execute("SELECT count(*) FROM item").get_one() == (0,)
             inside.set()
             assert release.wait(20)
-        manager.submit_write(_insert("parent")).result(timeout=10)
+        manager.submit_write(insert("parent")).result(timeout=10)
         return "parent"
 
     pool = concurrent.futures.ThreadPoolExecutor(1)
@@ -274,7 +269,6 @@ IN_FLIGHT = 4  # children writing at once, beside the parent's threads
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_forks_at_random_moments_leave_every_child_able_to_write(tmp_path, strategy, caplog):
     from sqlite_storemgr.backends import forking
     path = tmp_path / "b.db"
@@ -363,7 +357,7 @@ def _fork_locked_child(path, inherited_store):
     manager = StoreManager()
     manager.configure("child", f"sqlite:{path}?strategy=queue&timeout=5")
     began = time.monotonic()
-    error = manager.submit_write(_insert("child")).exception(timeout=10)
+    error = manager.submit_write(insert("child")).exception(timeout=10)
     assert isinstance(error, ForkLockedError), repr(error)
     assert "forked while" in str(error) and str(path) in str(error)
     assert time.monotonic() - began < 2.5  # at once, not after the whole timeout (5 s)
@@ -373,11 +367,10 @@ def _fork_locked_child(path, inherited_store):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("strategy", ["queue", "mutex"])
-def test_a_fork_from_inside_a_unit_warns_and_its_child_fails_fast(tmp_path, strategy, caplog):
+def test_a_fork_from_inside_a_unit_warns_and_its_child_fails_fast(
+        make_manager, tmp_path, strategy, caplog):
     path = tmp_path / "c.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy={strategy}&timeout=5")
-    manager.submit_write(lambda store: store.execute(SCHEMA)).result()
+    manager = make_manager(strategy, path=path, schema=create_schema, timeout=5)
 
     def forking_unit(store):
         store.execute("INSERT INTO item (name) VALUES ('parent')")
@@ -396,13 +389,11 @@ def test_a_fork_from_inside_a_unit_warns_and_its_child_fails_fast(tmp_path, stra
 
 
 @pytest.mark.timeout(30)
-def test_a_fork_waits_for_a_stuck_transaction_only_so_long(tmp_path, caplog):
+def test_a_fork_waits_for_a_stuck_transaction_only_so_long(make_manager, tmp_path, caplog):
     """A unit that outlives the wait (FORK_WAIT_MIN for timeout=0.3): fork, warn, fail fast."""
     from sqlite_storemgr.backends.forking import FORK_WAIT_MIN
     path = tmp_path / "d.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=queue&timeout=0.3")
-    manager.submit_write(lambda store: store.execute(SCHEMA)).result()
+    manager = make_manager("queue", path=path, schema=create_schema, timeout=0.3)
     inside, release = threading.Event(), threading.Event()
 
     def stuck(store):
@@ -427,13 +418,12 @@ def test_a_fork_waits_for_a_stuck_transaction_only_so_long(tmp_path, caplog):
 
 
 @pytest.mark.timeout(30)
-def test_a_read_snapshot_in_another_thread_does_not_hold_a_fork_back(tmp_path, caplog):
+def test_a_read_snapshot_in_another_thread_does_not_hold_a_fork_back(
+        make_manager, tmp_path, caplog):
     """A WAL read transaction, inherited, locks nothing the child needs: no wait for it."""
     path = tmp_path / "e.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=queue&timeout=5")
-    manager.submit_write(lambda store: store.execute(SCHEMA)).result()
-    manager.submit_write(_insert("before")).result()
+    manager = make_manager("queue", path=path, schema=create_schema, timeout=5)
+    manager.submit_write(insert("before")).result()
     inside, release = threading.Event(), threading.Event()
 
     def reader():

@@ -12,41 +12,31 @@ import time
 import pytest
 from storm.exceptions import ClosedError
 
-from _items import names
-from sqlite_storemgr import ReadOnlyStoreError, StoreManager
+from _items import CALLER_THREAD_STRATEGIES, WRITER_THREAD_STRATEGIES, WriterKiller, names
+from sqlite_storemgr import ReadOnlyStoreError
 from sqlite_storemgr.backends.dialect import is_write_statement
 
 
-def make(tmp_path, strategy, **options):
-    path = tmp_path / "edge.db"
-    manager = StoreManager()
-    query = "&".join(f"{k}={v}" for k, v in {"strategy": strategy, **options}.items())
-    manager.configure("main", f"sqlite:{path}?{query}")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
-    return manager, path
-
-
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", ["threadlocal", "mutex"])
-def test_a_commit_after_close_raises_instead_of_reporting_success(tmp_path, strategy):
-    manager, path = make(tmp_path, strategy)
+@pytest.mark.parametrize("strategy", CALLER_THREAD_STRATEGIES)
+def test_a_commit_after_close_raises_instead_of_reporting_success(make_manager, db_path, strategy):
+    manager = make_manager(strategy)
     store = manager.get_store("main")
     store.execute("INSERT INTO item (name) VALUES ('pending')")
     manager.close()  # closes every thread's stores, rolling this one back
     with pytest.raises(ClosedError, match="nothing was committed"):
         store.commit()
-    assert names(path) == []
+    assert names(db_path) == []
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", ["queue", "single"])
-def test_close_inside_a_write_block_does_not_hang(tmp_path, strategy):
-    manager, path = make(tmp_path, strategy)
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_close_inside_a_write_block_does_not_hang(make_manager, db_path, strategy):
+    manager = make_manager(strategy)
     with manager.write("main") as store:
         store.execute("INSERT INTO item (name) VALUES ('in block')")
         manager.close()  # the writer waits for this block: close() must not wait for it
-    assert names(path) == ["in block"]
+    assert names(db_path) == ["in block"]
 
 
 CLOSE_DURING_READS = textwrap.dedent("""
@@ -126,15 +116,15 @@ def test_close_while_other_threads_read_through_their_stores(tmp_path, strategy,
 
 
 @pytest.mark.timeout(60)
-def test_close_first_frees_the_write_lock_another_thread_waits_for(tmp_path):
+def test_close_first_frees_the_write_lock_another_thread_waits_for(make_manager, tmp_path):
     """The closing thread's own store goes first: it holds the lock the other one waits on.
 
     Several rounds, since which thread's stores a close() would reach first
     otherwise depends on set order.
     """
     for round_ in range(6):
-        (tmp_path / str(round_)).mkdir()
-        manager, path = make(tmp_path / str(round_), "threadlocal", timeout=3)
+        path = tmp_path / f"{round_}.db"
+        manager = make_manager("threadlocal", path=path, timeout=3)
         mine = manager.get_store("main")
         mine.execute("INSERT INTO item (name) VALUES ('mine, uncommitted')")
         waiting = threading.Event()
@@ -173,43 +163,37 @@ def test_statement_classification(statement, writes):
 
 
 @pytest.mark.timeout(20)
-def test_commented_reads_work_on_read_only_stores_and_with_writes_are_refused(tmp_path):
-    manager, _ = make(tmp_path, "queue")
+def test_commented_reads_work_on_read_only_stores_and_with_writes_are_refused(make_manager):
+    manager = make_manager("queue")
     store = manager.get_store("main")
     assert store.execute("-- dashboard\nSELECT count(*) FROM item").get_one() == (0,)
     with pytest.raises(ReadOnlyStoreError):
         store.execute("WITH x AS (SELECT 'w') INSERT INTO item (name) SELECT * FROM x")
-    manager.close()
 
 
 @pytest.mark.timeout(20)
-def test_a_with_insert_is_not_thrown_away_by_the_next_unit(tmp_path):
-    manager, path = make(tmp_path, "threadlocal")
+def test_a_with_insert_is_not_thrown_away_by_the_next_unit(make_manager, db_path):
+    manager = make_manager("threadlocal")
     store = manager.get_store("main")
     store.execute("WITH x AS (SELECT 'loose') INSERT INTO item (name) SELECT * FROM x")
     manager.submit_write(lambda s: s.execute("INSERT INTO item (name) VALUES ('unit')")).result()
     store.commit()  # the unit joined the caller's transaction instead of rolling it back
-    assert names(path) == ["loose", "unit"]
-    manager.close()
-
-
-class Boom(BaseException):
-    pass
+    assert names(db_path) == ["loose", "unit"]
 
 
 @pytest.mark.timeout(30)
-def test_a_writer_restarted_while_the_old_one_dies_keeps_its_store(tmp_path):
-    manager, path = make(tmp_path, "queue")
+def test_a_writer_restarted_while_the_old_one_dies_keeps_its_store(make_manager, db_path):
+    manager = make_manager("queue")
     release = threading.Event()
 
     def killer(store):
         release.wait(5)
-        raise Boom("writer dies")
+        raise WriterKiller("writer dies")
 
     dying = manager.submit_write(killer)
     queued = [manager.submit_write(lambda s: None) for _ in range(2000)]  # a long _die
     release.set()
-    assert isinstance(dying.exception(timeout=10), Boom)
+    assert isinstance(dying.exception(timeout=10), WriterKiller)
     for future in queued:
         future.exception(timeout=10)
 
@@ -219,5 +203,4 @@ def test_a_writer_restarted_while_the_old_one_dies_keeps_its_store(tmp_path):
         return "joined"
 
     assert manager.submit_write(nested).result(timeout=10) == "joined"
-    assert names(path) == ["after"]
-    manager.close()
+    assert names(db_path) == ["after"]

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from sqlite_storemgr import DatabaseLockedError, StoreManager
+from sqlite_storemgr import DatabaseLockedError
 from _items import insert, names, rows
+from _threads import run_threads
 
 THREADS = 8
 HOLD = 0.001      # each unit keeps the write lock this long
@@ -26,28 +27,18 @@ TIMEOUT = 10      # the deadline: generous, so that a slow machine fails no unit
 LONGEST = 2.0     # "well under the deadline": a starved thread waits about DURATION
 
 
-def manager_on(tmp_path, **options):
-    query = "&".join(f"{key}={value}" for key, value in
-                     {"strategy": "threadlocal", "timeout": TIMEOUT, **options}.items())
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{tmp_path / 'fair.db'}?{query}")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
-    return manager
-
-
-def run_threads(count, target):
-    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
+@pytest.fixture
+def manager_on(make_manager, tmp_path):
+    """manager_on(**options): `threadlocal` on fair.db, timeout TIMEOUT unless given."""
+    def make(**options):
+        return make_manager("threadlocal", path=tmp_path / "fair.db",
+                            **{"timeout": TIMEOUT, **options})
+    return make
 
 
 @pytest.mark.timeout(60)
-def test_no_thread_starves_while_the_others_keep_taking_the_lock(tmp_path):
-    manager = manager_on(tmp_path, synchronous="off")
+def test_no_thread_starves_while_the_others_keep_taking_the_lock(manager_on, tmp_path):
+    manager = manager_on(synchronous="off")
 
     def unit(store, index):
         store.execute("INSERT INTO item (name) VALUES (?)", (str(index),))
@@ -68,7 +59,7 @@ def test_no_thread_starves_while_the_others_keep_taking_the_lock(tmp_path):
                 errors.append(error)
 
     try:
-        run_threads(THREADS, worker)
+        run_threads(worker, THREADS)
     finally:
         manager.close()
     longest = max(max(mine) for mine in waits)
@@ -80,8 +71,8 @@ def test_no_thread_starves_while_the_others_keep_taking_the_lock(tmp_path):
 
 
 @pytest.mark.timeout(30)
-def test_threads_in_line_give_up_at_their_own_deadline(tmp_path):
-    manager = manager_on(tmp_path, timeout=0.3)
+def test_threads_in_line_give_up_at_their_own_deadline(manager_on, tmp_path):
+    manager = manager_on(timeout=0.3)
     holding = threading.Event()
     calls = []
     outcomes = [None] * 3
@@ -104,7 +95,7 @@ def test_threads_in_line_give_up_at_their_own_deadline(tmp_path):
     thread = threading.Thread(target=holder)
     thread.start()
     try:
-        run_threads(3, waiter)
+        run_threads(waiter, 3)
     finally:
         thread.join(10)
         manager.close()
@@ -128,8 +119,8 @@ HOLDER = (
 
 
 @pytest.mark.timeout(30)
-def test_threads_in_line_wait_for_another_process(tmp_path):
-    manager = manager_on(tmp_path, timeout=3)
+def test_threads_in_line_wait_for_another_process(manager_on, tmp_path):
+    manager = manager_on(timeout=3)
     path = tmp_path / "fair.db"
     process = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -144,7 +135,7 @@ def test_threads_in_line_wait_for_another_process(tmp_path):
         def waiter(index):
             outcomes[index] = manager.submit_write(insert(f"t{index}")).result()
 
-        run_threads(4, waiter)
+        run_threads(waiter, 4)
         elapsed = time.monotonic() - began
         release.join()
         assert process.wait(10) == 0
@@ -160,14 +151,14 @@ def test_threads_in_line_wait_for_another_process(tmp_path):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("timeout, busy_ms", [(2, 2000), (0.3, 300)])
-def test_sqlites_own_busy_wait_is_back_after_a_unit(tmp_path, timeout, busy_ms):
+def test_sqlites_own_busy_wait_is_back_after_a_unit(manager_on, tmp_path, timeout, busy_ms):
     """Waiting in line switches SQLite's busy wait off; it is set back afterwards."""
-    manager = manager_on(tmp_path, timeout=timeout)
+    manager = manager_on(timeout=timeout)
     try:
         def other(index):
             manager.submit_write(insert(f"o{index}")).result()
 
-        run_threads(4, other)
+        run_threads(other, 4)
         store = manager.get_store("main")
         manager.submit_write(insert("mine")).result()
         assert store.execute("PRAGMA busy_timeout").get_one() == (busy_ms,)
@@ -177,8 +168,8 @@ def test_sqlites_own_busy_wait_is_back_after_a_unit(tmp_path, timeout, busy_ms):
 
 
 @pytest.mark.timeout(30)
-def test_a_write_outside_units_still_waits_in_sqlites_busy_handler(tmp_path):
-    manager = manager_on(tmp_path, timeout=3)
+def test_a_write_outside_units_still_waits_in_sqlites_busy_handler(manager_on, tmp_path):
+    manager = manager_on(timeout=3)
     path = tmp_path / "fair.db"
     manager.submit_write(insert("unit")).result()  # this thread has waited in line once
     store = manager.get_store("main")

@@ -5,28 +5,13 @@ The rules of DESIGN.md "Transactions and snapshots", under every strategy.
 
 import pytest
 
-from sqlite_storemgr import StoreManager, TransactionDoomedError
-from _items import Boom, Item, insert, names
-
-STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
+from sqlite_storemgr import TransactionDoomedError
+from _items import Boom, Item, failing, insert, names
 
 
-@pytest.fixture(params=STRATEGIES)
-def setup(request, tmp_path):
-    path = tmp_path / "nest.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy={request.param}&timeout=3")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
-    yield manager, path
-    manager.close()
-
-
-def failing(name):
-    def unit(store):
-        store.execute("INSERT INTO item (name) VALUES (?)", (name,))
-        raise Boom(name)
-    return unit
+@pytest.fixture
+def setup(make_manager, strategy, db_path):
+    return make_manager(strategy, timeout=3), db_path
 
 
 @pytest.mark.timeout(20)

@@ -16,7 +16,6 @@ from sqlite_storemgr import (
     ConfigError, DatabaseLockedError, ReadOnlyStoreError, StoreManager, parse_uri)
 
 URI = os.environ.get("STOREMGR_POSTGRES_URI")
-STRATEGIES = ["threadlocal", "mutex", "queue", "single"]
 
 if not URI:
     if os.environ.get("CI") == "true":
@@ -65,7 +64,6 @@ def rows(table):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_counter_invariant_at_the_default_isolation(strategy, table):
     manager = make(strategy, table)
     errors = []
@@ -97,7 +95,6 @@ def test_counter_invariant_at_the_default_isolation(strategy, table):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_submit_write_result_exception_and_rollback(strategy, table):
     manager = make(strategy, table)
 

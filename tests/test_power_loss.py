@@ -38,9 +38,10 @@ from pathlib import Path
 import pysqlite3.dbapi2 as dbapi
 import pytest
 
+from _children import child_env
 from _crash_states import (FileSystem, Watched, crash_states, cut_points, examine, parse,
                            record)
-from _reliability_support import STRATEGIES, child_env
+from sqlite_storemgr.uri import STRATEGIES
 
 
 SEED = 20141006  # which crash states are sampled is a function of it

@@ -19,30 +19,23 @@ your own) raised by a unit does, per strategy, as these tests pin it down:
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storm.exceptions import IntegrityError
-from storm.locals import Int, Storm, Unicode
 
-from _items import names
-from _reliability_support import STRATEGIES
+from _items import Item, create_unique_items, names
+from _threads import in_thread
 from sqlite_storemgr import ConfigError, StoreManager, StoreManagerError
 from sqlite_storemgr.backends import sqlite as backend
-from sqlite_storemgr.uri import FOREIGN_KEYS, JOURNAL_MODES, LOCK_POLICIES, SYNCHRONOUS
+from sqlite_storemgr.uri import (
+    FOREIGN_KEYS, JOURNAL_MODES, LOCK_POLICIES, STRATEGIES, SYNCHRONOUS)
 
 pytestmark = pytest.mark.filterwarnings(
     "error::pytest.PytestUnhandledThreadExceptionWarning")
 
 NAME = "db"
-
-
-class Item(Storm):
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    name = Unicode()
 
 
 class CustomError(Exception):
@@ -69,16 +62,11 @@ EXCEPTIONS = {
 }
 
 
-@pytest.fixture(params=STRATEGIES)
-def setup(request, tmp_path):
-    path = tmp_path / "input.db"
-    mgr = StoreManager()
-    mgr.configure(NAME, f"sqlite:{path}?strategy={request.param}&timeout=2&batch=8")
-    mgr.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")).result(timeout=10)
+@pytest.fixture
+def setup(make_manager, db_path, strategy):
+    mgr = make_manager(strategy, name=NAME, schema=create_unique_items, timeout=2, batch=8)
     mgr.submit_write(insert, 1, "first").result(timeout=10)
-    yield mgr, path, request.param
-    mgr.close(timeout=10)
+    return mgr, db_path, strategy
 
 
 def insert(store, key: int, name: str) -> int:
@@ -98,20 +86,6 @@ def outcome(call):
         return "future", error
 
 
-def run_in_thread(fn):
-    """Run fn() in a fresh thread (a BaseException must not unwind pytest's own thread)."""
-    box = {}
-
-    def target():
-        box["value"] = fn()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(15)
-    assert not thread.is_alive(), "hung"
-    return box["value"]
-
-
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("kind", list(EXCEPTIONS))
 def test_a_unit_raising_any_exception(setup, kind):
@@ -124,7 +98,7 @@ def test_a_unit_raising_any_exception(setup, kind):
             insert(store, 3, "first")  # UNIQUE(name): IntegrityError from SQLite
         raise exception
 
-    where, error = run_in_thread(lambda: outcome(lambda: mgr.submit_write(unit)))
+    where, error = in_thread(lambda: outcome(lambda: mgr.submit_write(unit)))
     if exception is None:
         assert where == "future"
         assert isinstance(error, IntegrityError), repr(error)
@@ -139,7 +113,7 @@ def test_a_unit_raising_any_exception(setup, kind):
     assert names(path) == ["first"]  # nothing of the unit committed
     # The manager keeps working, on the same thread and on others.
     assert mgr.submit_write(insert, 4, "after").result(timeout=10) == 4
-    assert run_in_thread(lambda: mgr.submit_write(insert, 5, "other thread").result(10)) == 5
+    assert in_thread(lambda: mgr.submit_write(insert, 5, "other thread").result(10)) == 5
     assert names(path) == ["first", "after", "other thread"]
     if strategy in ("queue", "single"):
         restarts = mgr.stats(NAME)["writer_restarts"]
@@ -163,7 +137,7 @@ def test_a_write_block_raising_any_exception(setup, kind):
             return error
         return None
 
-    error = run_in_thread(block)
+    error = in_thread(block)
     if exception is None:
         assert isinstance(error, IntegrityError), repr(error)
     else:
@@ -176,64 +150,56 @@ def test_a_write_block_raising_any_exception(setup, kind):
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_unit_returning_anything_bound_to_its_store_fails_and_commits_nothing(
-        tmp_path, strategy):
-    path = tmp_path / "object.db"
-    mgr = StoreManager()
-    mgr.configure(NAME, f"sqlite:{path}?strategy={strategy}")
-    try:
-        mgr.submit_write(lambda store: store.execute(
-            "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")).result(timeout=10)
+        make_manager, db_path, strategy):
+    mgr = make_manager(strategy, name=NAME, schema=create_unique_items)
 
-        def add_and_return(store):
-            item = Item()
-            item.id = 10
-            item.name = "leaky"
-            store.add(item)
-            return item
+    def add_and_return(store):
+        item = Item()
+        item.id = 10
+        item.name = "leaky"
+        store.add(item)
+        return item
 
-        def fetch_and_return(store):
-            return store.get(Item, 11)
+    def fetch_and_return(store):
+        return store.get(Item, 11)
 
-        def nest_and_return(store):
-            return {"found": [(1, {store.get(Item, 11): "deep"})]}
+    def nest_and_return(store):
+        return {"found": [(1, {store.get(Item, 11): "deep"})]}
 
-        def insert_and_find(store):
-            store.execute("INSERT INTO item (id, name) VALUES (12, 'never')")
-            return store.find(Item)
+    def insert_and_find(store):
+        store.execute("INSERT INTO item (id, name) VALUES (12, 'never')")
+        return store.find(Item)
 
-        def insert_and_query(store):
-            store.execute("INSERT INTO item (id, name) VALUES (12, 'never')")
-            return [store.execute("SELECT name FROM item")]
+    def insert_and_query(store):
+        store.execute("INSERT INTO item (id, name) VALUES (12, 'never')")
+        return [store.execute("SELECT name FROM item")]
 
-        bound = {add_and_return: "Item", fetch_and_return: "Item", nest_and_return: "Item",
-                 insert_and_find: "ResultSet", insert_and_query: "Result"}
-        for unit, kind in bound.items():
-            if unit is fetch_and_return:
-                mgr.submit_write(insert, 11, "stored").result(timeout=10)
-            for submit in (mgr.submit_write, mgr.submit_read):
-                if submit == mgr.submit_read and unit not in (fetch_and_return, nest_and_return):
-                    continue  # a read unit may not write at all
-                error = submit(unit).exception(timeout=10)
-                assert isinstance(error, StoreManagerError), repr(error)
-                assert kind in str(error) and "bound to the unit's store" in str(error)
-                assert "plain values" in str(error)
-        # The Result of a statement that returns no rows reads nothing: it may be returned.
-        assert mgr.submit_write(insert, 13, "kept").result(timeout=10) == 13
-        assert mgr.submit_write(lambda store: store.execute(
-            "DELETE FROM item WHERE id = 13")).result(timeout=10) is not None
-        cyclic: list = [1, "two", (3.0, None)]
-        cyclic.append(cyclic)
-        assert mgr.submit_write(lambda store: cyclic).result(timeout=10) is cyclic
-        assert names(path) == ["stored"]  # the added object was rolled back with its unit
-        # The writer's cache forgot it too, and the writer goes on.
-        assert mgr.submit_write(lambda store: store.get(Item, 10)).result(timeout=10) is None
-        assert mgr.submit_write(lambda store: store.get(Item, 11).name).result(timeout=10) \
-            == "stored"
-        assert mgr.stats(NAME).get("writer_restarts", 0) == 0
-    finally:
-        mgr.close(timeout=10)
+    bound = {add_and_return: "Item", fetch_and_return: "Item", nest_and_return: "Item",
+             insert_and_find: "ResultSet", insert_and_query: "Result"}
+    for unit, kind in bound.items():
+        if unit is fetch_and_return:
+            mgr.submit_write(insert, 11, "stored").result(timeout=10)
+        for submit in (mgr.submit_write, mgr.submit_read):
+            if submit == mgr.submit_read and unit not in (fetch_and_return, nest_and_return):
+                continue  # a read unit may not write at all
+            error = submit(unit).exception(timeout=10)
+            assert isinstance(error, StoreManagerError), repr(error)
+            assert kind in str(error) and "bound to the unit's store" in str(error)
+            assert "plain values" in str(error)
+    # The Result of a statement that returns no rows reads nothing: it may be returned.
+    assert mgr.submit_write(insert, 13, "kept").result(timeout=10) == 13
+    assert mgr.submit_write(lambda store: store.execute(
+        "DELETE FROM item WHERE id = 13")).result(timeout=10) is not None
+    cyclic: list = [1, "two", (3.0, None)]
+    cyclic.append(cyclic)
+    assert mgr.submit_write(lambda store: cyclic).result(timeout=10) is cyclic
+    assert names(db_path) == ["stored"]  # the added object was rolled back with its unit
+    # The writer's cache forgot it too, and the writer goes on.
+    assert mgr.submit_write(lambda store: store.get(Item, 10)).result(timeout=10) is None
+    assert mgr.submit_write(lambda store: store.get(Item, 11).name).result(timeout=10) \
+        == "stored"
+    assert mgr.stats(NAME).get("writer_restarts", 0) == 0
 
 
 # -- re-entrant units ------------------------------------------------------------------
@@ -263,7 +229,7 @@ def test_units_started_inside_a_unit_join_it_and_never_deadlock(setup):
         ).result(timeout=5)
         return seen
 
-    seen = run_in_thread(lambda: mgr.submit_write(outer).result(timeout=10))
+    seen = in_thread(lambda: mgr.submit_write(outer).result(timeout=10))
     assert seen["write"] == 3
     assert seen["same store"] is True
     assert seen["nested twice"] == 6
@@ -285,7 +251,7 @@ def test_a_write_block_with_units_inside_never_deadlocks(setup):
                 second = mgr.submit_write(insert, 4, "two deep").result(timeout=5)
         return first, second
 
-    assert run_in_thread(block) == (3, 4)
+    assert in_thread(block) == (3, 4)
     assert names(path) == ["first", "block", "unit in block", "two deep"]
 
 

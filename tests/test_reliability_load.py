@@ -21,7 +21,7 @@ from collections import Counter
 
 import pytest
 
-from _reliability_support import rows, rss_bytes
+from _items import rows
 from sqlite_storemgr import StoreManager
 
 pytestmark = pytest.mark.filterwarnings(
@@ -43,6 +43,15 @@ def open_files() -> Counter:
         except OSError:  # the descriptor listdir itself used, now closed
             pass
     return found
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def setup_schema(store) -> None:

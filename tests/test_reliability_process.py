@@ -25,7 +25,8 @@ import time
 
 import pytest
 
-from _reliability_support import STRATEGIES, LineReader, integrity, rows, spawn
+from _children import LineReader, spawn
+from _items import integrity, rows
 from sqlite_storemgr import DatabaseLockedError, StoreManager
 
 pytestmark = pytest.mark.filterwarnings(
@@ -81,7 +82,6 @@ KILL_TRIALS = 20
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_acknowledged_writes_survive_sigkill_at_random_moments(tmp_path, strategy):
     path = tmp_path / "killed.db"
     ack_path = tmp_path / "acks.txt"
@@ -191,7 +191,6 @@ threading.Event().wait()                # the drain thread ends the process
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_sigterm_drains_every_submitted_unit_then_exits_143(tmp_path, strategy):
     path = tmp_path / "term.db"
     child = spawn(TERM_CHILD, path, strategy)
@@ -310,7 +309,6 @@ MARGIN = 0.2  # scheduling noise allowed on top of timeout (2 busy cores, child 
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_other_process_holding_the_lock_for_random_lengths(tmp_path, strategy):
     path = tmp_path / "locked.db"
     mgr = StoreManager()

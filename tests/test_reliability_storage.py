@@ -20,7 +20,8 @@ import pysqlite3.dbapi2 as dbapi
 import pytest
 from storm.exceptions import OperationalError
 
-from _reliability_support import STRATEGIES, LineReader, integrity, rows, spawn
+from _children import LineReader, spawn
+from _items import WRITER_THREAD_STRATEGIES, integrity, rows
 from sqlite_storemgr import ConfigError, StoreManager, WriterBrokenError
 from sqlite_storemgr.errors import DatabaseMovedError
 
@@ -29,21 +30,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 NAME = "db"
 FULL = "database or disk is full"
-
-
-@pytest.fixture
-def managers():
-    made: list[StoreManager] = []
-
-    def make(uri: str) -> StoreManager:
-        mgr = StoreManager()
-        made.append(mgr)
-        mgr.configure(NAME, uri)
-        return mgr
-
-    yield make
-    for mgr in made:
-        mgr.close(timeout=10)
 
 
 def create_table(store) -> None:
@@ -73,12 +59,10 @@ def stored_ids(path) -> set[int]:
 # -- a full disk --------------------------------------------------------------------
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_full_disk_fails_the_units_that_hit_it_clearly_and_writing_resumes(
-        managers, tmp_path, strategy):
+        make_manager, tmp_path, strategy):
     path = tmp_path / "full.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=64")
-    mgr.submit_write(create_table).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_table, batch=64)
     earlier = [mgr.submit_write(insert_blob, key, 500).result(timeout=10) for key in range(20)]
     pages = mgr.submit_write(page_count).result(timeout=10)
     limit = pages + 6
@@ -130,11 +114,10 @@ def test_a_full_disk_fails_the_units_that_hit_it_clearly_and_writing_resumes(
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", ["queue", "single"])
-def test_a_full_disk_in_a_write_block_rolls_the_block_back(managers, tmp_path, strategy):
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_a_full_disk_in_a_write_block_rolls_the_block_back(make_manager, tmp_path, strategy):
     path = tmp_path / "full_block.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}")
-    mgr.submit_write(create_table).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_table)
     mgr.submit_write(insert_blob, 1, 10).result(timeout=10)
     pages = mgr.submit_write(page_count).result(timeout=10)
     mgr.submit_write(set_max_pages, pages + 1).result(timeout=10)
@@ -201,14 +184,13 @@ def outcome_of(call) -> BaseException | None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("spoil", [not_a_database, corrupt_schema, corrupt_table],
                          ids=["not-a-database", "corrupt-schema", "corrupt-table"])
 def test_a_bad_file_gives_a_clear_error_naming_it_at_first_use(
-        managers, tmp_path, strategy, spoil):
+        make_manager, tmp_path, strategy, spoil):
     path = tmp_path / "bad.db"
     before = spoil(path)
-    mgr = managers(f"sqlite:{path}?strategy={strategy}&timeout=1")
+    mgr = make_manager(strategy, name=NAME, path=path, schema=None, timeout=1)
 
     def count(store) -> int:
         return store.execute("SELECT count(*), sum(length(data)) FROM blob").get_one()[0]
@@ -246,13 +228,13 @@ def test_a_path_whose_parent_is_a_regular_file_is_a_config_error(tmp_path):
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_path_that_cannot_be_created_even_by_root_fails_clearly(managers, tmp_path, strategy):
+def test_a_path_that_cannot_be_created_even_by_root_fails_clearly(
+        make_manager, tmp_path, strategy):
     # Nobody may create files in /proc/self, root included; and a directory is no file.
     directory = tmp_path / "a-directory.db"
     directory.mkdir()
     for path in ("/proc/self/storemgr-test.db", str(directory)):
-        mgr = managers(f"sqlite:{path}?strategy={strategy}&timeout=1")
+        mgr = make_manager(strategy, name=NAME, path=path, schema=None, timeout=1)
         error = outcome_of(lambda: mgr.submit_write(create_table))
         assert error is not None
         assert path in str(error), repr(error)
@@ -300,7 +282,6 @@ print("done", flush=True)
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_no_write_permission_fails_clearly_and_recovers_when_given_back(strategy):
     # A directory every user can reach (pytest's tmp_path is private to its user).
     base = tempfile.mkdtemp(prefix="storemgr-perm-")
@@ -363,13 +344,13 @@ def test_no_write_permission_fails_clearly_and_recovers_when_given_back(strategy
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions in this process; "
                     "test_no_write_permission_fails_clearly_and_recovers_when_given_back "
                     "covers the same path in a child that drops to nobody")
-def test_a_read_only_file_in_this_process(managers, tmp_path):
+def test_a_read_only_file_in_this_process(make_manager, tmp_path):
     path = tmp_path / "ro.db"
-    mgr = managers(f"sqlite:{path}?strategy=threadlocal")
+    mgr = make_manager("threadlocal", name=NAME, path=path, schema=None)
     mgr.submit_write(lambda store: store.execute("CREATE TABLE t (k)")).result()
     mgr.close()
     os.chmod(path, 0o444)
-    mgr = managers(f"sqlite:{path}?strategy=threadlocal")
+    mgr = make_manager("threadlocal", name=NAME, path=path, schema=None)
     error = mgr.submit_write(lambda store: store.execute("INSERT INTO t VALUES (1)")).exception()
     assert str(path) in str(error) and "readonly database" in str(error)
 
@@ -386,14 +367,13 @@ def insert_number(store, n: int) -> int:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_database_file_deleted_or_replaced_underneath_is_detected(
-        managers, tmp_path, strategy, journal_mode, how):
+        make_manager, tmp_path, strategy, journal_mode, how):
     path = tmp_path / "moved.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}&journal_mode={journal_mode}&timeout=1")
-    mgr.submit_write(setup_numbers).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=setup_numbers,
+                       journal_mode=journal_mode, timeout=1)
     assert mgr.submit_write(insert_number, 1).result(timeout=10) == 1
     if how == "deleted":
         os.unlink(path)
@@ -423,21 +403,19 @@ def test_a_database_file_deleted_or_replaced_underneath_is_detected(
     if how == "replaced":
         assert rows(path, "SELECT n FROM number") == [(100,)]
     # A manager configured afresh works on whatever the path holds now.
-    fresh = managers(f"sqlite:{path}?strategy={strategy}&journal_mode={journal_mode}")
-    fresh.submit_write(setup_numbers).result(timeout=10)
+    fresh = make_manager(strategy, name=NAME, path=path, schema=setup_numbers,
+                         journal_mode=journal_mode)
     assert fresh.submit_write(insert_number, 4).result(timeout=10) == 4
     expected = [(4,)] if how == "deleted" else [(4,), (100,)]
     assert rows(path, "SELECT n FROM number ORDER BY n") == expected
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_relative_path_and_a_later_chdir_is_not_taken_for_a_move(
-        managers, tmp_path, monkeypatch, strategy):
+        make_manager, tmp_path, monkeypatch, strategy):
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path)
-    mgr = managers(f"sqlite:relative.db?strategy={strategy}")
-    mgr.submit_write(setup_numbers).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path="relative.db", schema=setup_numbers)
     monkeypatch.chdir(tmp_path / "elsewhere")  # connections opened before keep their file
     assert mgr.submit_write(insert_number, 1).result(timeout=10) == 1
     assert rows(tmp_path / "relative.db", "SELECT n FROM number") == [(1,)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 
 import pysqlite3.dbapi2 as dbapi
@@ -10,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from storm.exceptions import ClosedError
 
-from sqlite_storemgr import ManagerClosedError, ReadOnlyStoreError, StoreManager, StrategyError
+from sqlite_storemgr import ManagerClosedError, ReadOnlyStoreError, StrategyError
 from sqlite_storemgr.integrations.sqlalchemy import SharedConnection, engine_for, store_of
-from _items import Boom, Item, names
+from _items import CALLER_THREAD_STRATEGIES, Boom, Item, names
 
 
 metadata = sa.MetaData()
@@ -20,22 +19,17 @@ item_table = sa.Table("item", metadata, sa.Column("id", sa.Integer, primary_key=
                       sa.Column("name", sa.String))
 
 
-def make_manager(path, strategy):
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy={strategy}&timeout=3")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
-    return manager
+@pytest.fixture(params=CALLER_THREAD_STRATEGIES)
+def strategy(request):
+    return request.param
 
 
-@pytest.fixture(params=["mutex", "threadlocal"])
-def setup(request, tmp_path):
-    path = tmp_path / "sa.db"
-    manager = make_manager(path, request.param)
+@pytest.fixture
+def setup(make_manager, db_path, strategy):
+    manager = make_manager(strategy, timeout=3)
     engine = engine_for(manager, "main")
-    yield manager, path, engine
+    yield manager, db_path, engine
     engine.dispose()
-    manager.close()
 
 
 @pytest.mark.timeout(20)
@@ -143,9 +137,9 @@ def test_sqlalchemy_writes_outside_a_unit_join_the_stores_transaction(setup):
 
 
 @pytest.mark.timeout(20)
-def test_under_queue_sqlalchemy_writes_inside_units_and_reads_outside(tmp_path):
+def test_under_queue_sqlalchemy_writes_inside_units_and_reads_outside(make_manager, tmp_path):
     path = tmp_path / "queue.db"
-    manager = make_manager(path, "queue")
+    manager = make_manager("queue", path=path, timeout=3)
     engine = engine_for(manager)
     try:
         with manager.write("main") as store:
@@ -167,25 +161,21 @@ def test_under_queue_sqlalchemy_writes_inside_units_and_reads_outside(tmp_path):
         assert sorted(names(path)) == ["in unit", "sqlalchemy", "storm"]
     finally:
         engine.dispose()
-        manager.close()
 
 
 @pytest.mark.timeout(20)
-def test_engine_for_refuses_what_it_cannot_share(tmp_path):
-    manager = make_manager(tmp_path / "single.db", "single")
-    try:
-        engine = engine_for(manager)
-        with pytest.raises(StrategyError, match="submit_read"):
-            engine.connect()
-        with pytest.raises(TypeError, match="poolclass"):
-            engine_for(manager, poolclass=sa.pool.QueuePool)
-    finally:
-        manager.close()
+def test_engine_for_refuses_what_it_cannot_share(make_manager, tmp_path):
+    manager = make_manager("single", path=tmp_path / "single.db", timeout=3)
+    engine = engine_for(manager)
+    with pytest.raises(StrategyError, match="submit_read"):
+        engine.connect()
+    with pytest.raises(TypeError, match="poolclass"):
+        engine_for(manager, poolclass=sa.pool.QueuePool)
 
 
 @pytest.mark.timeout(20)
-def test_the_engine_is_refused_once_the_manager_closed(tmp_path):
-    manager = make_manager(tmp_path / "closed.db", "threadlocal")
+def test_the_engine_is_refused_once_the_manager_closed(make_manager, tmp_path):
+    manager = make_manager("threadlocal", path=tmp_path / "closed.db", timeout=3)
     engine = engine_for(manager, "main")
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM item")).scalar() == 0
@@ -321,25 +311,19 @@ def test_a_connection_used_from_another_thread_raises_wrong_thread_error_as_it_i
     assert seen["outcome"].startswith("WrongThreadError: store 'main' belongs to another thread")
 
 
-@pytest.mark.parametrize("strategy", ["mutex", "threadlocal"])
-def test_sqlalchemy_reads_outside_a_unit_keep_no_snapshot(tmp_path, strategy):
+def test_sqlalchemy_reads_outside_a_unit_keep_no_snapshot(make_manager, strategy):
     """Like Storm's reads through get_store: autocommit outside units, nothing pinned."""
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{tmp_path / 'sa.db'}?strategy={strategy}")
-    try:
-        manager.submit_write(lambda store: store.execute(
-            "CREATE TABLE note (id INTEGER PRIMARY KEY, text TEXT)")).result()
-        engine = engine_for(manager, "main")
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM note")).scalar() == 0
-            assert not manager.get_store("main").connection.in_transaction
-            other = threading.Thread(target=lambda: manager.submit_write(
-                lambda store: store.execute("INSERT INTO note (text) VALUES ('x')")).result())
-            other.start()
-            other.join(10)
-            assert conn.execute(sa.text("SELECT count(*) FROM note")).scalar() == 1
-            with manager.read("main"):
-                with pytest.raises(ReadOnlyStoreError):
-                    conn.execute(sa.text("INSERT INTO note (text) VALUES ('no')"))
-    finally:
-        manager.close()
+    manager = make_manager(strategy, schema=lambda store: store.execute(
+        "CREATE TABLE note (id INTEGER PRIMARY KEY, text TEXT)"))
+    engine = engine_for(manager, "main")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM note")).scalar() == 0
+        assert not manager.get_store("main").connection.in_transaction
+        other = threading.Thread(target=lambda: manager.submit_write(
+            lambda store: store.execute("INSERT INTO note (text) VALUES ('x')")).result())
+        other.start()
+        other.join(10)
+        assert conn.execute(sa.text("SELECT count(*) FROM note")).scalar() == 1
+        with manager.read("main"):
+            with pytest.raises(ReadOnlyStoreError):
+                conn.execute(sa.text("INSERT INTO note (text) VALUES ('no')"))

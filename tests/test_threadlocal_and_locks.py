@@ -16,22 +16,14 @@ from concurrent.futures import Future
 import pysqlite3.dbapi2 as dbapi
 import pytest
 import storm.exceptions
-from storm.locals import Int, Storm, Unicode
 
 from sqlite_storemgr import (
     ConfigError, DatabaseLockedError, ManagerClosedError, StoreManager,
     WrongThreadError)
 from sqlite_storemgr.backends import sqlite as backend
-from _items import insert
-
-STRATEGIES = ["mutex", "threadlocal"]
-
-
-class Item(Storm):
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    name = Unicode()
-
+from _items import CALLER_THREAD_STRATEGIES, Item, insert, rows
+from _items import names as names_in_id_order
+from _threads import in_thread
 
 def raw(path, timeout=5.0):
     return dbapi.connect(str(path), timeout=timeout, isolation_level=None,
@@ -39,19 +31,12 @@ def raw(path, timeout=5.0):
 
 
 def names(path):
-    connection = raw(path)
-    try:
-        return sorted(row[0] for row in connection.execute("SELECT name FROM item"))
-    finally:
-        connection.close()
+    """The committed names, sorted: which thread committed first is not the point here."""
+    return sorted(names_in_id_order(path))
 
 
 def counter_value(path):
-    connection = raw(path)
-    try:
-        return connection.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
-    finally:
-        connection.close()
+    return rows(path, "SELECT n FROM counter WHERE id = 1")[0][0]
 
 
 def create_schema(store):
@@ -60,49 +45,18 @@ def create_schema(store):
     store.execute("INSERT INTO counter VALUES (1, 0)")
 
 
-def run_in_thread(fn, *args):
-    """Run fn(*args) in a new thread; return its result or raise its exception."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["result"] = fn(*args)
-        except BaseException as error:  # noqa: BLE001 - handed back to the test
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result")
-
-
-@pytest.fixture(params=STRATEGIES)
+@pytest.fixture(params=CALLER_THREAD_STRATEGIES)
 def strategy(request):
     return request.param
 
 
 @pytest.fixture
-def make_manager(tmp_path, strategy):
-    """make_manager(**options) -> (manager, path): 'main' on a fresh file, schema created."""
-    managers = []
-
-    def make(filename="app.db", schema=True, **options):
-        path = tmp_path / filename
-        query = "&".join(f"{key}={value}" for key, value in
-                         {"strategy": strategy, "timeout": 2, **options}.items())
-        manager = StoreManager()
-        managers.append(manager)
-        manager.configure("main", f"sqlite:{path}?{query}")
-        if schema:
-            manager.submit_write(create_schema).result()
-        return manager, path
-
-    yield make
-    for manager in managers:
-        manager.close()
+def open_manager(make_manager, strategy, db_path):
+    """open_manager(**options) -> (manager, path): 'main' on a fresh file, schema created."""
+    def make(**options):
+        options.setdefault("timeout", 2)
+        return make_manager(strategy, schema=create_schema, **options), db_path
+    return make
 
 
 @pytest.fixture
@@ -143,8 +97,8 @@ def lock_holder(tmp_path):
 
 
 @pytest.mark.timeout(20)
-def test_get_store_is_per_thread(make_manager):
-    manager, _ = make_manager()
+def test_get_store_is_per_thread(open_manager):
+    manager, _ = open_manager()
     mine = manager.get_store("main")
     assert manager.get_store("main") is mine
     assert manager.get_store() is mine  # the only configured database
@@ -154,14 +108,14 @@ def test_get_store_is_per_thread(make_manager):
         assert manager.get_store("main") is first
         return first
 
-    others = [run_in_thread(theirs) for _ in range(3)]
+    others = [in_thread(theirs) for _ in range(3)]
     assert all(other is not mine for other in others)
     assert len({id(other) for other in others}) == 3
 
 
 @pytest.mark.timeout(20)
-def test_a_store_used_from_another_thread_raises_wrong_thread_error(make_manager):
-    manager, _ = make_manager()
+def test_a_store_used_from_another_thread_raises_wrong_thread_error(open_manager):
+    manager, _ = open_manager()
     store = manager.get_store("main")
     store.execute("INSERT INTO item (name) VALUES ('x')")
     store.commit()
@@ -172,7 +126,7 @@ def test_a_store_used_from_another_thread_raises_wrong_thread_error(make_manager
     }
     for label, attempt in attempts.items():
         with pytest.raises(WrongThreadError) as info:
-            run_in_thread(attempt)
+            in_thread(attempt)
         assert "get_store('main')" in str(info.value), label
         assert "another thread" in str(info.value), label
     # The owner still uses it.
@@ -180,15 +134,15 @@ def test_a_store_used_from_another_thread_raises_wrong_thread_error(make_manager
 
 
 @pytest.mark.timeout(20)
-def test_a_thread_that_exits_inside_a_write_does_not_block_the_next_writer(make_manager):
-    manager, path = make_manager(timeout=1)
+def test_a_thread_that_exits_inside_a_write_does_not_block_the_next_writer(open_manager):
+    manager, path = open_manager(timeout=1)
 
     def abandon():
         store = manager.get_store("main")
         store.execute("INSERT INTO item (name) VALUES ('uncommitted')")
         assert store.connection.has_uncommitted_writes
 
-    run_in_thread(abandon)
+    in_thread(abandon)
     started = time.monotonic()
     assert manager.submit_write(insert("next")).result() == "next"
     assert time.monotonic() - started < 0.5
@@ -196,9 +150,9 @@ def test_a_thread_that_exits_inside_a_write_does_not_block_the_next_writer(make_
 
 
 @pytest.mark.timeout(30)
-def test_short_lived_threads_leave_no_open_files(make_manager):
+def test_short_lived_threads_leave_no_open_files(open_manager):
     before_manager = len(os.listdir("/proc/self/fd"))
-    manager, _ = make_manager()
+    manager, _ = open_manager()
     manager.get_store("main").execute("SELECT count(*) FROM item").get_one()
     baseline = len(os.listdir("/proc/self/fd"))
 
@@ -221,8 +175,8 @@ def test_short_lived_threads_leave_no_open_files(make_manager):
 
 
 @pytest.mark.timeout(60)
-def test_read_then_write_counter_has_no_lost_update(make_manager):
-    manager, path = make_manager(timeout=20)
+def test_read_then_write_counter_has_no_lost_update(open_manager):
+    manager, path = open_manager(timeout=20)
     errors = []
     start = threading.Barrier(16)
 
@@ -252,8 +206,8 @@ def test_read_then_write_counter_has_no_lost_update(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_a_writer_waits_for_another_process_within_timeout(make_manager, lock_holder):
-    manager, path = make_manager(timeout=3)
+def test_a_writer_waits_for_another_process_within_timeout(open_manager, lock_holder):
+    manager, path = open_manager(timeout=3)
     manager.get_store("main")  # connection open before the lock is taken
     process = lock_holder(path)
     releaser = threading.Timer(0.4, lock_holder.release, (process,))
@@ -271,8 +225,8 @@ def test_a_writer_waits_for_another_process_within_timeout(make_manager, lock_ho
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("on_locked", ["retry", "retry_commit", "rollback"])
-def test_database_locked_error_after_timeout(make_manager, lock_holder, on_locked):
-    manager, path = make_manager(timeout=0.3, on_locked=on_locked)
+def test_database_locked_error_after_timeout(open_manager, lock_holder, on_locked):
+    manager, path = open_manager(timeout=0.3, on_locked=on_locked)
     process = lock_holder(path)
 
     calls = []
@@ -314,9 +268,9 @@ def test_database_locked_error_after_timeout(make_manager, lock_holder, on_locke
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("on_locked", ["retry", "retry_commit", "rollback"])
-def test_retrying_decorator_holds_the_write_lock_from_its_start(make_manager, on_locked):
+def test_retrying_decorator_holds_the_write_lock_from_its_start(open_manager, on_locked):
     """retrying() begins BEGIN IMMEDIATE: what it read cannot go stale before it writes."""
-    manager, path = make_manager(on_locked=on_locked)
+    manager, path = open_manager(on_locked=on_locked)
     calls = []
 
     def write_elsewhere():
@@ -344,8 +298,8 @@ def test_retrying_decorator_holds_the_write_lock_from_its_start(make_manager, on
     assert store.execute("SELECT n FROM counter WHERE id = 1").get_one()[0] == 1
 
 
-def test_retrying_read_then_write_from_many_threads_loses_no_update(make_manager):
-    manager, path = make_manager(on_locked="retry")
+def test_retrying_read_then_write_from_many_threads_loses_no_update(open_manager):
+    manager, path = open_manager(on_locked="retry")
 
     @manager.retrying("main")
     def increment():
@@ -375,8 +329,8 @@ def _shared_reader(path):
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("on_locked", ["retry", "retry_commit", "rollback"])
-def test_policies_when_commit_is_refused(make_manager, on_locked):
-    manager, path = make_manager(on_locked=on_locked, journal_mode="delete")
+def test_policies_when_commit_is_refused(open_manager, on_locked):
+    manager, path = open_manager(on_locked=on_locked, journal_mode="delete")
     calls = []
 
     def fn(store):
@@ -422,8 +376,8 @@ def test_policies_when_commit_is_refused(make_manager, on_locked):
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("on_locked", ["retry", "retry_commit", "rollback"])
-def test_write_block_when_commit_is_refused(make_manager, on_locked):
-    manager, path = make_manager(on_locked=on_locked, journal_mode="delete")
+def test_write_block_when_commit_is_refused(open_manager, on_locked):
+    manager, path = open_manager(on_locked=on_locked, journal_mode="delete")
     reader = _shared_reader(path)
     releaser = threading.Timer(0.3, reader.execute, ("ROLLBACK",))
     started = time.monotonic()
@@ -449,8 +403,8 @@ def test_write_block_when_commit_is_refused(make_manager, on_locked):
 
 
 @pytest.mark.timeout(20)
-def test_a_write_block_has_one_deadline_through_its_commit(make_manager):
-    manager, path = make_manager(on_locked="retry", timeout=0.5, journal_mode="delete")
+def test_a_write_block_has_one_deadline_through_its_commit(open_manager):
+    manager, path = open_manager(on_locked="retry", timeout=0.5, journal_mode="delete")
     reader = _shared_reader(path)
     # Released after the block's deadline, but within a deadline restarted at COMMIT.
     releaser = threading.Timer(0.9, reader.execute, ("ROLLBACK",))
@@ -472,8 +426,8 @@ def test_a_write_block_has_one_deadline_through_its_commit(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_stats_count_outermost_units_only_and_from_every_thread(make_manager):
-    manager, path = make_manager()  # the schema unit: one committed
+def test_stats_count_outermost_units_only_and_from_every_thread(open_manager):
+    manager, path = open_manager()  # the schema unit: one committed
 
     def outer(store):
         store.execute("INSERT INTO item (name) VALUES ('outer')")
@@ -500,8 +454,8 @@ def test_stats_count_outermost_units_only_and_from_every_thread(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_submit_write_returns_a_resolved_future(make_manager):
-    manager, path = make_manager()
+def test_submit_write_returns_a_resolved_future(open_manager):
+    manager, path = open_manager()
     future = manager.submit_write(insert("a"))
     assert isinstance(future, Future)
     assert future.done()
@@ -517,8 +471,8 @@ def test_submit_write_returns_a_resolved_future(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_a_failing_unit_commits_nothing(make_manager):
-    manager, path = make_manager()
+def test_a_failing_unit_commits_nothing(open_manager):
+    manager, path = open_manager()
 
     class Boom(Exception):
         pass
@@ -552,8 +506,8 @@ def test_a_failing_unit_commits_nothing(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_write_block_commits_on_exit_and_rolls_back_on_error(make_manager):
-    manager, path = make_manager()
+def test_write_block_commits_on_exit_and_rolls_back_on_error(open_manager):
+    manager, path = open_manager()
     with manager.write("main") as store:
         assert store is manager.get_store("main")
         store.add(Item()).name = "kept"
@@ -573,8 +527,8 @@ def test_write_block_commits_on_exit_and_rolls_back_on_error(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_a_write_block_keeps_other_writers_out_until_it_ends(make_manager):
-    manager, path = make_manager(timeout=5)
+def test_a_write_block_keeps_other_writers_out_until_it_ends(open_manager):
+    manager, path = open_manager(timeout=5)
     done = threading.Event()
 
     def other_writer():
@@ -595,12 +549,12 @@ def test_a_write_block_keeps_other_writers_out_until_it_ends(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_read_block_is_one_consistent_snapshot(make_manager):
-    manager, path = make_manager()
+def test_read_block_is_one_consistent_snapshot(open_manager):
+    manager, path = open_manager()
     manager.submit_write(insert("one")).result()
     with manager.read("main") as store:
         assert store.execute("SELECT count(*) FROM item").get_one() == (1,)
-        run_in_thread(lambda: manager.submit_write(insert("two")).result())
+        in_thread(lambda: manager.submit_write(insert("two")).result())
         assert names(path) == ["one", "two"]  # committed...
         assert store.execute("SELECT count(*) FROM item").get_one() == (1,)  # ...not seen
         assert store.find(Item).count() == 1
@@ -609,15 +563,15 @@ def test_read_block_is_one_consistent_snapshot(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_read_your_writes_after_an_open_read(make_manager):
-    manager, path = make_manager()
+def test_read_your_writes_after_an_open_read(open_manager):
+    manager, path = open_manager()
     store = manager.get_store("main")
     assert store.execute("SELECT count(*) FROM item").get_one() == (0,)  # snapshot open
     assert store.find(Item).count() == 0
     manager.submit_write(insert("mine")).result()
     assert store.execute("SELECT count(*) FROM item").get_one() == (1,)
     assert [item.name for item in store.find(Item)] == ["mine"]
-    run_in_thread(lambda: manager.submit_write(insert("theirs")).result())
+    in_thread(lambda: manager.submit_write(insert("theirs")).result())
     store.rollback()  # end this thread's snapshot; the other thread's write shows
     assert sorted(item.name for item in store.find(Item)) == ["mine", "theirs"]
 
@@ -626,8 +580,8 @@ def test_read_your_writes_after_an_open_read(make_manager):
 
 
 @pytest.mark.timeout(30)
-def test_a_forked_child_writes_through_fresh_connections(make_manager):
-    manager, path = make_manager()
+def test_a_forked_child_writes_through_fresh_connections(open_manager):
+    manager, path = open_manager()
     manager.submit_write(insert("parent before")).result()
     parent_store = manager.get_store("main")
     assert parent_store.execute("SELECT count(*) FROM item").get_one() == (1,)  # open read
@@ -675,8 +629,8 @@ def test_a_forked_child_writes_through_fresh_connections(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_every_call_after_close_raises_manager_closed_error(make_manager):
-    manager, path = make_manager()
+def test_every_call_after_close_raises_manager_closed_error(open_manager):
+    manager, path = open_manager()
     store = manager.get_store("main")
     manager.close()
     calls = {
@@ -703,8 +657,8 @@ def test_every_call_after_close_raises_manager_closed_error(make_manager):
 
 
 @pytest.mark.timeout(20)
-def test_name_is_needed_when_several_databases_are_configured(make_manager, tmp_path, strategy):
-    manager, _ = make_manager()
+def test_name_is_needed_when_several_databases_are_configured(open_manager, tmp_path, strategy):
+    manager, _ = open_manager()
     manager.configure("other", f"sqlite:{tmp_path / 'other.db'}?strategy={strategy}")
     with pytest.raises(ConfigError, match="pass name="):
         manager.submit_write(insert("x"))
@@ -718,10 +672,10 @@ def test_name_is_needed_when_several_databases_are_configured(make_manager, tmp_
 def test_in_memory_database_is_shared_by_all_threads(strategy):
     with StoreManager() as manager:
         manager.configure("mem", f"sqlite:?strategy={strategy}")
-        run_in_thread(lambda: manager.submit_write(create_schema).result())
-        run_in_thread(lambda: manager.submit_write(insert("from a thread")).result())
+        in_thread(lambda: manager.submit_write(create_schema).result())
+        in_thread(lambda: manager.submit_write(insert("from a thread")).result())
         manager.submit_write(insert("from main")).result()
-        seen = run_in_thread(lambda: sorted(
+        seen = in_thread(lambda: sorted(
             row[0] for row in manager.get_store("mem").execute("SELECT name FROM item")))
         assert seen == ["from a thread", "from main"]
         assert manager.get_store("mem").find(Item).count() == 2
@@ -732,10 +686,10 @@ def test_in_memory_database_is_shared_by_all_threads(strategy):
 
 
 @pytest.mark.timeout(20)
-def test_the_longest_allowed_timeout_works_end_to_end(make_manager):
+def test_the_longest_allowed_timeout_works_end_to_end(open_manager):
     from sqlite_storemgr.uri import MAX_TIMEOUT
 
-    manager, path = make_manager(timeout=MAX_TIMEOUT)
+    manager, path = open_manager(timeout=MAX_TIMEOUT)
     assert manager.submit_write(insert("a")).result() == "a"
     with manager.write("main") as store:
         store.execute("INSERT INTO item (name) VALUES ('b')")

@@ -13,63 +13,30 @@ import threading
 import pytest
 from storm.exceptions import IntegrityError
 
-from _items import Boom, Item, insert, names
+from _items import WRITER_THREAD_STRATEGIES, Boom, Item, create_unique_items, insert, names
+from _threads import in_thread
 from sqlite_storemgr import (
-    ReadOnlyStoreError, StoreManager, StrategyError, TransactionDoomedError)
-from sqlite_storemgr.uri import STRATEGIES
+    ReadOnlyStoreError, StrategyError, TransactionDoomedError)
 
 NAME = "db"
 pytestmark = pytest.mark.timeout(30)
 
 
-def create_items(store):
-    store.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
-
-
-@pytest.fixture(params=STRATEGIES)
-def strategy(request):
-    return request.param
-
-
 @pytest.fixture
-def manager(tmp_path, strategy):
-    mgr = StoreManager()
-    mgr.configure(NAME, f"sqlite:{tmp_path / 'unit.db'}?strategy={strategy}&timeout=5")
-    mgr.submit_write(create_items).result(timeout=10)
-    yield mgr
-    mgr.close(timeout=10)
+def manager(make_manager, strategy):
+    return make_manager(strategy, name=NAME, schema=create_unique_items, timeout=5)
 
 
-def in_thread(fn):
-    """fn() in a new thread; its result, or its exception raised here."""
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["result"] = fn()
-        except BaseException as error:  # noqa: BLE001 - handed back to the test
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(20)
-    assert not thread.is_alive(), "the thread hung"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result")
-
-
-def test_a_relative_path_names_one_file_for_the_managers_life(tmp_path, strategy):
+def test_a_relative_path_names_one_file_for_the_managers_life(make_manager, tmp_path, strategy):
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
     old = os.getcwd()
     os.chdir(first)
     try:
-        mgr = StoreManager()
-        mgr.configure(NAME, f"sqlite:rel.db?strategy={strategy}")
+        mgr = make_manager(strategy, name=NAME, path="rel.db", schema=None)
         os.chdir(second)  # nothing was opened yet: the path was resolved at configure
-        mgr.submit_write(create_items).result(timeout=10)
+        mgr.submit_write(create_unique_items).result(timeout=10)
         mgr.submit_write(insert("kept")).result(timeout=10)
         read = (lambda: mgr.submit_read(lambda s: s.find(Item).count()).result(timeout=10)) \
             if strategy == "single" else (lambda: mgr.get_store(NAME).find(Item).count())
@@ -139,13 +106,12 @@ def test_a_read_block_inside_a_read_block_joins_it(manager, strategy):
     assert not outer.connection.in_transaction
 
 
-@pytest.mark.parametrize("strategy", ["queue", "single"])
-def test_the_writer_thread_outside_a_unit_submits_but_never_waits_for_itself(tmp_path, strategy):
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_the_writer_thread_outside_a_unit_submits_but_never_waits_for_itself(
+        make_manager, db_path, strategy):
     """A done-callback runs on the writer thread after COMMIT: it may submit (an ordinary
     outermost unit, committed), but waiting there for the writer would never end."""
-    mgr = StoreManager()
-    mgr.configure(NAME, f"sqlite:{tmp_path / 'cb.db'}?strategy={strategy}")
-    mgr.submit_write(create_items).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, schema=create_unique_items)
     seen: dict = {}
     done = threading.Event()
 
@@ -169,7 +135,7 @@ def test_the_writer_thread_outside_a_unit_submits_but_never_waits_for_itself(tmp
     assert seen["submitted"].result(timeout=10) == "from callback"
     assert mgr.submit_write(insert("after")).result(timeout=10) == "after"
     mgr.close(timeout=10)
-    assert names(tmp_path / "cb.db") == ["first", "from callback", "after"]
+    assert names(db_path) == ["first", "from callback", "after"]
 
 
 def test_a_unit_that_raises_leaves_the_next_one_alone(manager):

@@ -2,19 +2,13 @@
 
 import pytest
 
-from sqlite_storemgr import StoreManager, TransactionControlError
+from _items import insert
+from sqlite_storemgr import TransactionControlError
 
-STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
 
-
-@pytest.fixture(params=STRATEGIES)
-def manager(request, tmp_path):
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{tmp_path / 'app.db'}?strategy={request.param}")
-    manager.submit_write(
-        lambda store: store.execute("CREATE TABLE item (name TEXT)")).result()
-    yield manager
-    manager.close()
+@pytest.fixture
+def manager(make_manager, strategy):
+    return make_manager(strategy)
 
 
 def _names(manager):
@@ -27,7 +21,7 @@ def _names(manager):
 @pytest.mark.parametrize("action", ["commit", "rollback"])
 def test_a_unit_cannot_end_its_own_transaction(manager, action):
     def unit(store):
-        store.execute("INSERT INTO item VALUES ('inside')")
+        store.execute("INSERT INTO item (name) VALUES ('inside')")
         getattr(store, action)()
 
     error = manager.submit_write(unit).exception(timeout=10)
@@ -36,7 +30,7 @@ def test_a_unit_cannot_end_its_own_transaction(manager, action):
     assert "raise an exception to roll it back" in str(error)
     # Nothing of the refused unit is committed, and the next unit works.
     assert _names(manager) == []
-    manager.submit_write(lambda store: store.execute("INSERT INTO item VALUES ('next')")).result()
+    manager.submit_write(insert("next")).result()
     assert _names(manager) == ["next"]
 
 
@@ -44,6 +38,6 @@ def test_a_unit_cannot_end_its_own_transaction(manager, action):
 def test_a_write_block_cannot_commit_midway(manager):
     with pytest.raises(TransactionControlError):
         with manager.write() as store:
-            store.execute("INSERT INTO item VALUES ('block')")
+            store.execute("INSERT INTO item (name) VALUES ('block')")
             store.commit()
     assert _names(manager) == []

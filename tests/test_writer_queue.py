@@ -17,15 +17,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import pysqlite3.dbapi2 as dbapi
 import pytest
-from storm.locals import Int, Unicode
+from storm.locals import Int
 
-from _items import rows
-from sqlite_storemgr.uri import STRATEGIES
+from _items import WRITER_THREAD_STRATEGIES, Boom, Item, WriterKiller, rows
+from _threads import run_threads
 from sqlite_storemgr import (
     ManagerClosedError, QueueFullError, ReadOnlyStoreError, StoreManager,
     StrategyError, WriterBrokenError)
 
-WRITER_STRATEGIES = ["queue", "single"]
 NAME = "db"
 
 pytestmark = pytest.mark.filterwarnings(
@@ -33,45 +32,22 @@ pytestmark = pytest.mark.filterwarnings(
     "error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
-class Item:
-    __storm_table__ = "item"
-    id = Int(primary=True)
-    value = Unicode()
-
-
-class UnitFailure(Exception):
-    """What a deliberately failing unit raises."""
-
-
-class Boom(BaseException):
-    """A BaseException that is not an Exception: it kills the writer thread."""
-
-
 # -- helpers -----------------------------------------------------------------
 
-@pytest.fixture
-def managers():
-    """Make configured managers; every one is closed at the end of the test."""
-    made: list[StoreManager] = []
-
-    def make(uri: str, name: str = NAME) -> StoreManager:
-        mgr = StoreManager()
-        made.append(mgr)
-        mgr.configure(name, uri)
-        return mgr
-
-    yield make
-    for stall in Stall.made:  # a failed test must not leave the writer held
+@pytest.fixture(autouse=True)
+def release_stalls(make_manager):
+    """A failed test must not leave the writer held: every Stall is released before the
+    managers close."""
+    yield
+    for stall in Stall.made:
         stall.gate.set()
     Stall.made.clear()
-    for mgr in made:
-        mgr.close(timeout=10)
 
 
 def create_tables(store) -> None:
     store.execute("CREATE TABLE IF NOT EXISTS entry "
                   "(unit_id INTEGER NOT NULL UNIQUE, note TEXT)")
-    store.execute("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, value TEXT)")
+    store.execute("CREATE TABLE IF NOT EXISTS item (id INTEGER PRIMARY KEY, name TEXT)")
 
 
 def insert_entry(store, unit_id: int, note: str = "ok") -> int:
@@ -105,22 +81,13 @@ class Stall:
         return future
 
 
-def run_threads(target, count: int, timeout: float = 60) -> None:
-    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-        assert not thread.is_alive(), "a worker thread hung"
-
-
 # -- correctness under concurrency -------------------------------------------
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
-def test_read_then_write_increments_from_16_threads_are_exact(managers, tmp_path, strategy):
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_read_then_write_increments_from_16_threads_are_exact(make_manager, tmp_path, strategy):
     path = tmp_path / "counter.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+    mgr = make_manager(strategy, name=NAME, path=path, schema=None)
 
     def setup(store):
         store.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
@@ -154,12 +121,11 @@ def test_read_then_write_increments_from_16_threads_are_exact(managers, tmp_path
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
 def test_ten_thousand_unawaited_units_all_commit_exactly_once_by_close(
-        managers, tmp_path, strategy):
+        make_manager, tmp_path, strategy):
     path = tmp_path / "many.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_tables)
     futures: dict[int, object] = {}
 
     def submitter(index: int) -> None:
@@ -182,23 +148,22 @@ def test_ten_thousand_unawaited_units_all_commit_exactly_once_by_close(
 
 
 @pytest.mark.timeout(15)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
 def test_failing_units_in_one_batch_fail_alone_and_leave_no_trace(
-        managers, tmp_path, strategy):
+        make_manager, tmp_path, strategy):
     path = tmp_path / "batch.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=1000")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_tables, batch=1000)
 
     def unit(store, unit_id: int) -> int:
         insert_entry(store, unit_id)
         item = Item()
         item.id = unit_id
-        item.value = f"value {unit_id}"
+        item.name = f"value {unit_id}"
         store.add(item)
         if unit_id % 3 == 0:
             if unit_id % 2:
                 store.flush()  # the failing unit's object reached the database too
-            raise UnitFailure(f"unit {unit_id} failed on purpose")
+            raise Boom(f"unit {unit_id} failed on purpose")
         return unit_id
 
     stall = Stall()
@@ -210,14 +175,14 @@ def test_failing_units_in_one_batch_fail_alone_and_leave_no_trace(
     for unit_id, future in enumerate(futures):
         if unit_id % 3 == 0:
             error = future.exception(timeout=10)
-            assert type(error) is UnitFailure
+            assert type(error) is Boom
             assert str(error) == f"unit {unit_id} failed on purpose"
         else:
             assert future.result(timeout=10) == unit_id
 
     good = [unit_id for unit_id in range(300) if unit_id % 3]
     assert entry_ids(path) == good  # UNIQUE unit_id: each committed exactly once
-    assert rows(path, "SELECT id, value FROM item ORDER BY id") == [
+    assert rows(path, "SELECT id, name FROM item ORDER BY id") == [
         (unit_id, f"value {unit_id}") for unit_id in good]
     stats = mgr.stats(NAME)
     assert stats["largest_batch"] > 1, stats
@@ -225,15 +190,14 @@ def test_failing_units_in_one_batch_fail_alone_and_leave_no_trace(
     assert stats["units_committed"] == 1 + 1 + 200  # setup, stall, the good units
     # The writer is fine afterwards, and its object cache holds nothing of the failures.
     assert mgr.submit_write(lambda store: store.get(Item, 3)).result(timeout=10) is None
-    assert mgr.submit_write(lambda store: store.get(Item, 4).value).result(timeout=10) \
+    assert mgr.submit_write(lambda store: store.get(Item, 4).name).result(timeout=10) \
         == "value 4"
 
 
 @pytest.mark.timeout(15)
-def test_args_kwargs_pass_through_and_a_cancelled_unit_never_runs(managers, tmp_path):
+def test_args_kwargs_pass_through_and_a_cancelled_unit_never_runs(make_manager, tmp_path):
     path = tmp_path / "cancel.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     stall = Stall()
     stalled = stall.start(mgr)
     first = mgr.submit_write(insert_entry, 1, note="keyword", name=NAME)
@@ -251,10 +215,9 @@ def test_args_kwargs_pass_through_and_a_cancelled_unit_never_runs(managers, tmp_
 
 
 @pytest.mark.timeout(20)
-def test_group_commit_from_16_threads_batches_units(managers, tmp_path):
+def test_group_commit_from_16_threads_batches_units(make_manager, tmp_path):
     path = tmp_path / "group.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     errors: list[BaseException] = []
 
     def worker(index: int) -> None:
@@ -277,7 +240,7 @@ def test_group_commit_from_16_threads_batches_units(managers, tmp_path):
 
 
 @pytest.mark.timeout(30)
-def test_callers_woken_in_turn_are_not_held_up_by_units_nobody_waits_for(managers, tmp_path):
+def test_callers_woken_in_turn_are_not_held_up_by_units_nobody_waits_for(make_manager, tmp_path):
     """A batch's callers are woken one after another; futures no one waits on are skipped.
 
     Unawaited units, units awaited from another thread, and awaits with short
@@ -285,8 +248,7 @@ def test_callers_woken_in_turn_are_not_held_up_by_units_nobody_waits_for(manager
     answer promptly, and every unit commits once.
     """
     path = tmp_path / "turns.db"
-    mgr = managers(f"sqlite:{path}?strategy=queue")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     unawaited = [mgr.submit_write(insert_entry, 100000 + n) for n in range(2000)]
     handed_over: list = []
     slowest: list[float] = []
@@ -331,10 +293,9 @@ def test_callers_woken_in_turn_are_not_held_up_by_units_nobody_waits_for(manager
 # -- readers while the writer works -------------------------------------------
 
 @pytest.mark.timeout(15)
-def test_reader_does_not_wait_for_the_writers_open_transaction(managers, tmp_path):
+def test_reader_does_not_wait_for_the_writers_open_transaction(make_manager, tmp_path):
     path = tmp_path / "wal.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     mgr.submit_write(insert_entry, 1, "before").result(timeout=10)
     in_transaction = threading.Event()
 
@@ -368,10 +329,9 @@ def test_reader_does_not_wait_for_the_writers_open_transaction(managers, tmp_pat
 
 
 @pytest.mark.timeout(15)
-def test_queue_store_is_read_only_and_names_submit_write(managers, tmp_path):
+def test_queue_store_is_read_only_and_names_submit_write(make_manager, tmp_path):
     path = tmp_path / "ro.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     store = mgr.get_store(NAME)
 
     with pytest.raises(ReadOnlyStoreError, match="submit_write"):
@@ -380,7 +340,7 @@ def test_queue_store_is_read_only_and_names_submit_write(managers, tmp_path):
         store.execute("DELETE FROM entry")
     item = Item()
     item.id = 7
-    item.value = "sneaky"
+    item.name = "sneaky"
     store.add(item)
     with pytest.raises(ReadOnlyStoreError, match="submit_write"):
         store.flush()
@@ -400,13 +360,12 @@ class Blob:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_readers_pin_no_snapshot_so_checkpoints_complete_under_load(managers, tmp_path,
+def test_readers_pin_no_snapshot_so_checkpoints_complete_under_load(make_manager, tmp_path,
                                                                     strategy):
     """Under every strategy, no store holds a read snapshot between calls: not a busy
     reader's, not an idle pooled thread's whose last act was a read (Storm objects included)."""
     path = tmp_path / "checkpoint.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+    mgr = make_manager(strategy, name=NAME, path=path, schema=None)
     mgr.submit_write(lambda store: store.execute(
         "CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")).result(timeout=10)
     mgr.submit_write(lambda store: store.execute(
@@ -491,48 +450,46 @@ def test_readers_pin_no_snapshot_so_checkpoints_complete_under_load(managers, tm
 
 
 @pytest.mark.timeout(15)
-def test_read_your_writes_through_a_cached_store_and_cached_objects(managers, tmp_path):
+def test_read_your_writes_through_a_cached_store_and_cached_objects(make_manager, tmp_path):
     path = tmp_path / "ryw.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     mgr.submit_write(lambda store: store.execute(
-        "INSERT INTO item (id, value) VALUES (1, 'old')")).result(timeout=10)
+        "INSERT INTO item (id, name) VALUES (1, 'old')")).result(timeout=10)
 
     store = mgr.get_store(NAME)
     cached = store.get(Item, 1)
-    assert cached.value == "old"
+    assert cached.name == "old"
     assert store.find(Item).count() == 1
 
     def update(store, new_value: str) -> str:
-        store.get(Item, 1).value = new_value
+        store.get(Item, 1).name = new_value
         return new_value
 
     assert mgr.submit_write(update, "new").result(timeout=10) == "new"
     again = store.get(Item, 1)
-    assert again.value == "new"
-    assert cached.value == "new"
+    assert again.name == "new"
+    assert cached.name == "new"
     assert not store.connection._raw_connection.in_transaction
 
     def add_item(store) -> int:
         item = Item()
         item.id = 2
-        item.value = "second"
+        item.name = "second"
         store.add(item)
         return item.id
 
     assert mgr.submit_write(add_item).result(timeout=10) == 2
-    assert sorted((item.id, item.value) for item in store.find(Item)) == [
+    assert sorted((item.id, item.name) for item in store.find(Item)) == [
         (1, "new"), (2, "second")]
     assert mgr.submit_write(update, "newest").result(timeout=10) == "newest"
-    assert store.find(Item, Item.value == "newest").one() is cached
-    assert cached.value == "newest"
+    assert store.find(Item, Item.name == "newest").one() is cached
+    assert cached.name == "newest"
 
 
 @pytest.mark.timeout(15)
-def test_read_block_is_one_snapshot(managers, tmp_path):
+def test_read_block_is_one_snapshot(make_manager, tmp_path):
     path = tmp_path / "snapshot.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
     mgr.submit_write(insert_entry, 1).result(timeout=10)
 
     with mgr.read(NAME) as store:
@@ -553,16 +510,15 @@ def test_read_block_is_one_snapshot(managers, tmp_path):
 
 
 @pytest.mark.timeout(15)
-def test_write_block_commits_on_exit_and_rolls_back_on_error(managers, tmp_path):
+def test_write_block_commits_on_exit_and_rolls_back_on_error(make_manager, tmp_path):
     path = tmp_path / "block.db"
-    mgr = managers(f"sqlite:{path}")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)
 
     with mgr.write(NAME) as store:
         insert_entry(store, 1, "block")
         item = Item()
         item.id = 1
-        item.value = "from block"
+        item.name = "from block"
         store.add(item)
         # A unit another thread submits meanwhile waits for the block.
         submitted: list = []
@@ -577,17 +533,17 @@ def test_write_block_commits_on_exit_and_rolls_back_on_error(managers, tmp_path)
     assert rows(path, "SELECT unit_id, note FROM entry ORDER BY unit_id") == [
         (1, "block"), (2, "queued")]
     reader = mgr.get_store(NAME)
-    assert reader.get(Item, 1).value == "from block"
+    assert reader.get(Item, 1).name == "from block"
 
-    with pytest.raises(UnitFailure, match="block failed"):
+    with pytest.raises(Boom, match="block failed"):
         with mgr.write(NAME) as store:
             insert_entry(store, 3, "doomed")
             item = Item()
             item.id = 3
-            item.value = "doomed"
+            item.name = "doomed"
             store.add(item)
             store.flush()
-            raise UnitFailure("block failed")
+            raise Boom("block failed")
     assert entry_ids(path) == [1, 2]
     assert rows(path, "SELECT id FROM item") == [(1,)]
     assert reader.get(Item, 3) is None
@@ -601,9 +557,9 @@ def test_write_block_commits_on_exit_and_rolls_back_on_error(managers, tmp_path)
 # -- strategy single -----------------------------------------------------------
 
 @pytest.mark.timeout(15)
-def test_single_refuses_get_store_and_reads_on_the_worker(managers, tmp_path):
+def test_single_refuses_get_store_and_reads_on_the_worker(make_manager, tmp_path):
     path = tmp_path / "single.db"
-    mgr = managers(f"sqlite:{path}?strategy=single")
+    mgr = make_manager("single", name=NAME, path=path, schema=None)
     with pytest.raises(StrategyError, match="submit_read"):
         mgr.get_store(NAME)
     with pytest.raises(StrategyError, match="submit_read"):
@@ -635,9 +591,9 @@ def test_single_refuses_get_store_and_reads_on_the_worker(managers, tmp_path):
 # -- figures -------------------------------------------------------------------
 
 @pytest.mark.timeout(15)
-def test_stats_match_what_happened(managers, tmp_path):
+def test_stats_match_what_happened(make_manager, tmp_path):
     path = tmp_path / "stats.db"
-    mgr = managers(f"sqlite:{path}")
+    mgr = make_manager("queue", name=NAME, path=path, schema=None)
     keys = {"queue_depth", "oldest_wait_seconds", "units_committed", "units_failed",
             "batches", "mean_batch", "largest_batch", "retries", "lock_wait_seconds"}
     fresh = mgr.stats(NAME)
@@ -651,7 +607,7 @@ def test_stats_match_what_happened(managers, tmp_path):
 
     def failing(store, unit_id: int) -> None:
         insert_entry(store, unit_id)
-        raise UnitFailure(f"unit {unit_id}")
+        raise Boom(f"unit {unit_id}")
 
     futures = [mgr.submit_write(insert_entry, unit_id) for unit_id in range(5)]
     futures += [mgr.submit_write(failing, unit_id) for unit_id in (5, 6)]
@@ -664,7 +620,7 @@ def test_stats_match_what_happened(managers, tmp_path):
     for future in futures[:5]:
         future.result(timeout=10)
     for future in futures[5:]:
-        assert isinstance(future.exception(timeout=10), UnitFailure)
+        assert isinstance(future.exception(timeout=10), Boom)
 
     done = mgr.stats(NAME)
     assert done["queue_depth"] == 0
@@ -684,10 +640,9 @@ def test_stats_match_what_happened(managers, tmp_path):
 # -- in-memory -----------------------------------------------------------------
 
 @pytest.mark.timeout(15)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
-def test_in_memory_database_is_one_database_for_all_threads(managers, strategy):
-    mgr = managers(f"sqlite:?strategy={strategy}")
-    mgr.submit_write(create_tables).result(timeout=10)
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_in_memory_database_is_one_database_for_all_threads(make_manager, strategy):
+    mgr = make_manager(strategy, name=NAME, path="", schema=create_tables)
     mgr.submit_write(insert_entry, 0, "main thread").result(timeout=10)
     seen: dict[int, list] = {}
 
@@ -710,10 +665,10 @@ def test_in_memory_database_is_one_database_for_all_threads(managers, strategy):
 
 
 @pytest.mark.timeout(15)
-def test_full_queue_blocks_for_timeout_then_raises_queue_full(managers, tmp_path):
+def test_full_queue_blocks_for_timeout_then_raises_queue_full(make_manager, tmp_path):
     path = tmp_path / "full.db"
-    mgr = managers(f"sqlite:{path}?queue_size=2&timeout=0.3")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables,
+                       queue_size=2, timeout=0.3)
     stall = Stall()
     stalled = stall.start(mgr)
     accepted = [mgr.submit_write(insert_entry, unit_id) for unit_id in (1, 2)]
@@ -748,10 +703,10 @@ def test_full_queue_blocks_for_timeout_then_raises_queue_full(managers, tmp_path
 
 
 @pytest.mark.timeout(15)
-def test_submit_to_a_full_queue_gets_in_when_room_appears(managers, tmp_path):
+def test_submit_to_a_full_queue_gets_in_when_room_appears(make_manager, tmp_path):
     path = tmp_path / "room.db"
-    mgr = managers(f"sqlite:{path}?queue_size=1&timeout=5")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager("queue", name=NAME, path=path, schema=create_tables,
+                       queue_size=1, timeout=5)
     stall = Stall()
     stalled = stall.start(mgr)
     first = mgr.submit_write(insert_entry, 1)
@@ -776,11 +731,10 @@ def test_submit_to_a_full_queue_gets_in_when_room_appears(managers, tmp_path):
 
 
 @pytest.mark.timeout(15)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
-def test_close_drains_queued_units_then_refuses_everything(managers, tmp_path, strategy):
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_close_drains_queued_units_then_refuses_everything(make_manager, tmp_path, strategy):
     path = tmp_path / "drain.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=8")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_tables, batch=8)
     stall = Stall()
     stalled = stall.start(mgr)
     futures = [mgr.submit_write(insert_entry, unit_id) for unit_id in range(50)]
@@ -808,14 +762,13 @@ def test_close_drains_queued_units_then_refuses_everything(managers, tmp_path, s
 
 
 @pytest.mark.timeout(15)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
-@pytest.mark.parametrize("make_death", [lambda: Boom("kaboom"), lambda: SystemExit(3)],
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+@pytest.mark.parametrize("make_death", [lambda: WriterKiller("kaboom"), lambda: SystemExit(3)],
                          ids=["BaseException-subclass", "SystemExit"])
 def test_a_unit_raising_base_exception_breaks_the_writer_cleanly(
-        managers, tmp_path, strategy, make_death):
+        make_manager, tmp_path, strategy, make_death):
     path = tmp_path / "death.db"
-    mgr = managers(f"sqlite:{path}?strategy={strategy}&batch=3")
-    mgr.submit_write(create_tables).result(timeout=10)
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_tables, batch=3)
     death = make_death()
 
     def fatal(store) -> None:
@@ -846,12 +799,12 @@ def test_a_unit_raising_base_exception_breaks_the_writer_cleanly(
 
 
 @pytest.mark.timeout(15)
-@pytest.mark.parametrize("strategy", WRITER_STRATEGIES)
-def test_a_file_that_is_not_a_database_fails_every_unit_clearly(managers, tmp_path, strategy):
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_a_file_that_is_not_a_database_fails_every_unit_clearly(make_manager, tmp_path, strategy):
     path = tmp_path / "garbage.db"
     garbage = b"this is certainly not an SQLite database\n" * 200
     path.write_bytes(garbage)
-    mgr = managers(f"sqlite:{path}?strategy={strategy}")
+    mgr = make_manager(strategy, name=NAME, path=path, schema=None)
 
     futures = [mgr.submit_write(insert_entry, unit_id) for unit_id in range(3)]
     for future in futures:

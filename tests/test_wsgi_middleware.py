@@ -21,16 +21,9 @@ import pytest
 from waitress.server import create_server
 
 from sqlite_storemgr import (
-    DatabaseLockedError, StoreManager, TransactionControlError, TransactionDoomedError)
+    DatabaseLockedError, TransactionControlError, TransactionDoomedError)
 from sqlite_storemgr.integrations.wsgi import TransactionMiddleware
-from _items import Boom, Item, insert, names
-
-STRATEGIES = ["mutex", "threadlocal", "queue", "single"]
-
-
-def failing_unit(store):
-    store.execute("INSERT INTO item (name) VALUES ('inner failure')")
-    raise Boom("inner unit")
+from _items import Boom, Item, failing, insert, names
 
 
 class App:
@@ -102,7 +95,7 @@ class App:
         if fail == "500":
             return self.respond(start_response, "500 Internal Server Error", {"name": name})
         if fail == "doom":  # an inner unit fails; the application swallows it and says 200
-            error = self.manager.submit_write(failing_unit).exception(timeout=10)
+            error = self.manager.submit_write(failing("inner failure")).exception(timeout=10)
             assert isinstance(error, Boom)
         if fail == "savepoint":  # fails alone: the request still commits
             try:
@@ -175,24 +168,19 @@ class Server:
         server.task_dispatcher.shutdown(timeout=5)
 
 
-@pytest.fixture(params=STRATEGIES)
-def setup(request, tmp_path):
-    path = tmp_path / "wsgi.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy={request.param}&timeout=10")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
-    app = App(manager, request.param)
+@pytest.fixture
+def setup(make_manager, db_path, strategy):
+    manager = make_manager(strategy, timeout=10)
+    app = App(manager, strategy)
     servers = []
 
     def serve(threads=4):
         server = Server(TransactionMiddleware(app, manager), threads)
         servers.append(server)
         return server
-    yield manager, path, app, serve
+    yield manager, db_path, app, serve
     for server in servers:
         server.close()
-    manager.close()
 
 
 def checkpoint_busy(path):
@@ -325,12 +313,9 @@ def call_app(app, path="/", query=""):
 
 
 @pytest.mark.timeout(30)
-def test_a_wrapped_application_called_inside_a_request_joins_it(tmp_path):
+def test_a_wrapped_application_called_inside_a_request_joins_it(make_manager, tmp_path):
     path = tmp_path / "nested.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=5")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("threadlocal", path=path, timeout=5)
 
     def inner(environ, start_response):
         manager.submit_write(insert("inner")).result()
@@ -347,84 +332,67 @@ def test_a_wrapped_application_called_inside_a_request_joins_it(tmp_path):
         start_response("200 OK", [])
         return [inner_status.encode()]
     app = TransactionMiddleware(outer, manager)
-    try:
-        assert call_app(app) == ("200 OK", b"200 OK")
-        assert sorted(names(path)) == ["inner", "outer"]
-        # The inner application failed (5xx): the outer request is doomed.
-        status, body = call_app(app, query="fail")
-        assert status.startswith("500") and b"could not be committed" in body
-        assert sorted(names(path)) == ["inner", "outer"]
-    finally:
-        manager.close()
+    assert call_app(app) == ("200 OK", b"200 OK")
+    assert sorted(names(path)) == ["inner", "outer"]
+    # The inner application failed (5xx): the outer request is doomed.
+    status, body = call_app(app, query="fail")
+    assert status.startswith("500") and b"could not be committed" in body
+    assert sorted(names(path)) == ["inner", "outer"]
 
 
 @pytest.mark.timeout(30)
-def test_a_response_never_closed_is_rolled_back_at_the_next_request(tmp_path):
+def test_a_response_never_closed_is_rolled_back_at_the_next_request(make_manager, tmp_path):
     path = tmp_path / "unclosed.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=mutex&timeout=1")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("mutex", path=path, timeout=1)
 
     def app(environ, start_response):
         manager.submit_write(insert(environ["QUERY_STRING"])).result()
         start_response("200 OK", [])
         return iter([b"one", b"two"])
     wrapped = TransactionMiddleware(app, manager)
-    try:
-        seen = []
-        result = wrapped({"QUERY_STRING": "abandoned"}, lambda *args: seen.append(args))
-        assert next(iter(result)) == b"one"  # a broken server: never finishes nor closes
-        assert manager.get_store("main").connection.in_transaction
-        assert call_app(wrapped, query="next")[0] == "200 OK"
-        assert sorted(names(path)) == ["next"]
-        # The mutex was released with the abandoned request: another thread can write.
-        other = threading.Thread(target=lambda: manager.submit_write(insert("other")).result())
-        other.start()
-        other.join(5)
-        assert sorted(names(path)) == ["next", "other"]
-    finally:
-        manager.close()
+    seen = []
+    result = wrapped({"QUERY_STRING": "abandoned"}, lambda *args: seen.append(args))
+    assert next(iter(result)) == b"one"  # a broken server: never finishes nor closes
+    assert manager.get_store("main").connection.in_transaction
+    assert call_app(wrapped, query="next")[0] == "200 OK"
+    assert sorted(names(path)) == ["next"]
+    # The mutex was released with the abandoned request: another thread can write.
+    other = threading.Thread(target=lambda: manager.submit_write(insert("other")).result())
+    other.start()
+    other.join(5)
+    assert sorted(names(path)) == ["next", "other"]
 
 
 @pytest.mark.timeout(30)
-def test_a_request_holding_the_mutex_makes_other_writers_wait_then_time_out(tmp_path):
+def test_a_request_holding_the_mutex_makes_other_writers_wait_then_time_out(
+        make_manager, tmp_path):
     """Under mutex the request keeps the write lock to its end; the wait is bounded."""
     path = tmp_path / "held.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=mutex&timeout=0.3")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("mutex", path=path, timeout=0.3)
 
     def app(environ, start_response):
         manager.submit_write(insert("request")).result()
         start_response("200 OK", [])
         return iter([b"a", b"b"])
-    try:
-        result = TransactionMiddleware(app, manager)({"QUERY_STRING": ""}, lambda *a: None)
-        chunks = iter(result)
-        assert next(chunks) == b"a"  # the request is still streaming: its transaction is open
-        outcome = {}
-        other = threading.Thread(target=lambda: outcome.setdefault(
-            "error", manager.submit_write(insert("other")).exception()))
-        other.start()
-        other.join(5)
-        assert isinstance(outcome["error"], DatabaseLockedError)
-        assert "mutex" in str(outcome["error"])
-        assert list(chunks) == [b"b"]
-        result.close()
-        assert sorted(names(path)) == ["request"]
-    finally:
-        manager.close()
+    result = TransactionMiddleware(app, manager)({"QUERY_STRING": ""}, lambda *a: None)
+    chunks = iter(result)
+    assert next(chunks) == b"a"  # the request is still streaming: its transaction is open
+    outcome = {}
+    other = threading.Thread(target=lambda: outcome.setdefault(
+        "error", manager.submit_write(insert("other")).exception()))
+    other.start()
+    other.join(5)
+    assert isinstance(outcome["error"], DatabaseLockedError)
+    assert "mutex" in str(outcome["error"])
+    assert list(chunks) == [b"b"]
+    result.close()
+    assert sorted(names(path)) == ["request"]
 
 
 @pytest.mark.timeout(30)
-def test_doomed_request_whose_body_was_already_streaming_is_cut_short(tmp_path):
+def test_doomed_request_whose_body_was_already_streaming_is_cut_short(make_manager, tmp_path):
     path = tmp_path / "cut.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=1")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("threadlocal", path=path, timeout=1)
 
     def app(environ, start_response):
         manager.submit_write(insert("kept?")).result()
@@ -432,29 +400,23 @@ def test_doomed_request_whose_body_was_already_streaming_is_cut_short(tmp_path):
 
         def body():
             yield b"first"
-            manager.submit_write(failing_unit).exception()  # dooms, swallowed
+            manager.submit_write(failing("inner failure")).exception()  # dooms, swallowed
             yield b"second"
         return body()
-    try:
-        result = TransactionMiddleware(app, manager)({"QUERY_STRING": ""}, lambda *a: None)
-        chunks = iter(result)
-        assert next(chunks) == b"first"
-        with pytest.raises(TransactionDoomedError):
-            next(chunks)
-        result.close()
-        assert sorted(names(path)) == []
-        assert not manager.get_store("main").connection.in_transaction
-    finally:
-        manager.close()
+    result = TransactionMiddleware(app, manager)({"QUERY_STRING": ""}, lambda *a: None)
+    chunks = iter(result)
+    assert next(chunks) == b"first"
+    with pytest.raises(TransactionDoomedError):
+        next(chunks)
+    result.close()
+    assert sorted(names(path)) == []
+    assert not manager.get_store("main").connection.in_transaction
 
 
 @pytest.mark.timeout(30)
-def test_a_request_whose_transaction_cannot_begin_gets_the_lock_error(tmp_path):
+def test_a_request_whose_transaction_cannot_begin_gets_the_lock_error(make_manager, tmp_path):
     path = tmp_path / "busy.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=0.2")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("threadlocal", path=path, timeout=0.2)
     holder = dbapi.connect(str(path), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
 
@@ -475,4 +437,3 @@ def test_a_request_whose_transaction_cannot_begin_gets_the_lock_error(tmp_path):
         assert sorted(names(path)) == ["request"]
     finally:
         holder.close()
-        manager.close()

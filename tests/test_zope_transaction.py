@@ -13,7 +13,7 @@ from zope.interface import implementer
 from sqlite_storemgr import (
     StoreManager, StrategyError, TransactionDoomedError)
 from sqlite_storemgr.integrations.zope import join_transaction_manager
-from _items import Boom, Item, names
+from _items import Boom, Item, create_items, names
 
 
 class VoteRefused(Exception):
@@ -61,8 +61,7 @@ def setup(tmp_path):
     manager.configure("a", f"sqlite:{paths['a']}?strategy=mutex&timeout=3")
     manager.configure("b", f"sqlite:{paths['b']}?strategy=threadlocal&timeout=3")
     for name in paths:
-        manager.submit_write(lambda store: store.execute(
-            "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)"), name=name).result()
+        manager.submit_write(create_items, name=name).result()
     tm = transaction.ThreadTransactionManager()
     join = join_transaction_manager(manager, tm)
     yield manager, paths, tm
@@ -219,12 +218,9 @@ def test_each_thread_has_its_own_transaction(setup):
 
 
 @pytest.mark.timeout(20)
-def test_a_lock_conflict_is_retried_by_the_transaction_manager(tmp_path):
+def test_a_lock_conflict_is_retried_by_the_transaction_manager(make_manager, tmp_path):
     path = tmp_path / "busy.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=0.2")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("threadlocal", path=path, timeout=0.2)
     tm = transaction.ThreadTransactionManager()
     join = join_transaction_manager(manager, tm)
     holder = dbapi.connect(str(path), isolation_level=None)  # another connection, same SQLite
@@ -257,7 +253,6 @@ def test_a_lock_conflict_is_retried_by_the_transaction_manager(tmp_path):
     finally:
         holder.close()
         join.detach()
-        manager.close()
 
 
 @pytest.mark.timeout(20)
@@ -299,12 +294,10 @@ def test_detach_stops_joining(setup):
 
 
 @pytest.mark.timeout(20)
-def test_detaching_the_first_of_two_joins_keeps_the_second_joining_new_stores(tmp_path):
+def test_detaching_the_first_of_two_joins_keeps_the_second_joining_new_stores(
+        make_manager, tmp_path):
     path = tmp_path / "two_joins.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=3")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("threadlocal", path=path, timeout=3)
     first_tm = transaction.TransactionManager(explicit=True)
     second_tm = transaction.TransactionManager(explicit=True)
     first = join_transaction_manager(manager, first_tm)
@@ -331,42 +324,32 @@ def test_detaching_the_first_of_two_joins_keeps_the_second_joining_new_stores(tm
         assert seen["after commit"] == ["second"]
     finally:
         second.detach()
-        manager.close()
 
 
 @pytest.mark.timeout(20)
-def test_after_detach_units_commit_on_their_own(tmp_path):
+def test_after_detach_units_commit_on_their_own(make_manager, tmp_path):
     path = tmp_path / "detached.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=mutex&timeout=3")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("mutex", path=path, timeout=3)
     tm = transaction.ThreadTransactionManager()
     join = join_transaction_manager(manager, tm)
-    try:
-        tm.begin()
-        with manager.write("main") as store:
-            store.execute("INSERT INTO item (name) VALUES ('joined')")
-        assert sorted(names(path)) == []
-        tm.abort()
-        join.detach()
-        tm.begin()
-        with manager.write("main") as store:
-            store.execute("INSERT INTO item (name) VALUES ('alone')")
-        assert sorted(names(path)) == ["alone"]  # the unit committed without the zope transaction
-        tm.abort()
-        assert sorted(names(path)) == ["alone"]
-    finally:
-        manager.close()
+    tm.begin()
+    with manager.write("main") as store:
+        store.execute("INSERT INTO item (name) VALUES ('joined')")
+    assert sorted(names(path)) == []
+    tm.abort()
+    join.detach()
+    tm.begin()
+    with manager.write("main") as store:
+        store.execute("INSERT INTO item (name) VALUES ('alone')")
+    assert sorted(names(path)) == ["alone"]  # the unit committed without the zope transaction
+    tm.abort()
+    assert sorted(names(path)) == ["alone"]
 
 
 @pytest.mark.timeout(20)
-def test_an_explicit_manager_leaves_units_outside_a_transaction_alone(tmp_path):
+def test_an_explicit_manager_leaves_units_outside_a_transaction_alone(make_manager, tmp_path):
     path = tmp_path / "explicit.db"
-    manager = StoreManager()
-    manager.configure("main", f"sqlite:{path}?strategy=threadlocal&timeout=3")
-    manager.submit_write(lambda store: store.execute(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")).result()
+    manager = make_manager("threadlocal", path=path, timeout=3)
     tm = transaction.TransactionManager(explicit=True)
     join = join_transaction_manager(manager, tm)
     try:
@@ -389,4 +372,3 @@ def test_an_explicit_manager_leaves_units_outside_a_transaction_alone(tmp_path):
         assert sorted(names(path)) == ["in the transaction", "on its own", "outside"]
     finally:
         join.detach()
-        manager.close()

@@ -1,24 +1,9 @@
 """Storm's SQLite backend, rebuilt on pysqlite3 for concurrent use.
 
-Differences from `storm.databases.sqlite`, each for a reason:
-
-- the driver is `pysqlite3.dbapi2`, which bundles a current SQLite;
-- a transaction whose first statement writes begins ``BEGIN IMMEDIATE``, so it
-  never has to upgrade a read snapshot to a write lock (which SQLite refuses at
-  once when another connection committed meanwhile); ``begin_write()`` does the
-  same explicitly for a unit of work that reads first;
-- Storm's per-statement 0.1 s retry loop is gone: a busy error is raised at
-  once, after SQLite's own busy wait, with ``busy_phase`` saying where it
-  happened ("begin", "commit", "transaction" or "read"), so a lock policy can
-  roll back and re-run the whole unit;
-- the raw connection is not wrapped in Storm's ``ConnectionWrapper``, which
-  builds a ``functools.wraps`` wrapper on every attribute access; errors are
-  translated to Storm's exception types here instead;
-- read-only connections (``PRAGMA query_only``) never open a transaction
-  outside an explicit read; they fetch each result whole so that no statement
-  keeps a snapshot (and the WAL) pinned between calls;
-- ``sqlite:`` is one in-memory database shared by every connection of the
-  `SQLiteDatabase` (SQLite's ``memdb`` VFS), alive until `dispose()`.
+Unlike `storm.databases.sqlite`: a write begins ``BEGIN IMMEDIATE``, a busy
+error is raised at once with a ``busy_phase`` for the lock policy, reads
+outside a transaction keep no snapshot, and every call into SQLite runs under
+the connection's use lock.  See docs/sqlite-backend.md.
 """
 
 from __future__ import annotations
@@ -27,7 +12,7 @@ import itertools
 import os
 import threading
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pysqlite3.dbapi2 as dbapi
 import storm.exceptions as storm_errors
@@ -42,10 +27,10 @@ from . import forking
 from .dialect import (
     BUSY_BEGIN, BUSY_COMMIT, BUSY_READ, BUSY_TRANSACTION, WriteTracking, busy_phase,
     is_write_statement)
-from ..errors import READ_ONLY_MESSAGE, DatabaseMovedError, ReadOnlyStoreError
+from ..errors import READ_ONLY_MESSAGE, ConfigError, DatabaseMovedError, ReadOnlyStoreError
 from ..uri import SQLiteConfig, config_from_storm_uri
 
-__all__ = ["SQLiteDatabase", "SQLiteConnection", "register", "connections_opened",
+__all__ = ["SQLiteDatabase", "SQLiteConnection", "ConnectHook", "register", "connections_opened",
            "busy_phase", "BUSY_BEGIN", "BUSY_COMMIT", "BUSY_TRANSACTION", "BUSY_READ"]
 
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -55,6 +40,48 @@ _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
 _FILE_CODES = (8, 10, 11, 13, 14, 26)
 _opened = itertools.count(1)
 _last_opened = 0
+
+ConnectHook = Callable[[Any, bool], None]  # on_connect(raw pysqlite3 connection, read_only)
+# What an on_connect hook may not change: the URI's options and the manager's own settings.
+_GUARDED_PRAGMAS = ("journal_mode", "synchronous", "foreign_keys", "query_only", "locking_mode")
+
+
+def _guarded_pragmas(raw: Any) -> dict[str, Any]:
+    return {pragma: raw.execute(f"PRAGMA {pragma}").fetchone()[0] for pragma in _GUARDED_PRAGMAS}
+
+
+def run_connect_hook(hook: ConnectHook, raw: Any, read_only: bool, where: str) -> None:
+    """Run ``hook(raw, read_only)`` on a new connection; if it fails, close it, raise `ConfigError`.
+
+    A hook that changes a pragma the strategy's guarantees rest on (durability,
+    the journal, read-only readers) is refused: the connection is not handed out.
+    """
+    kind = "read-only" if read_only else "write"
+    name = getattr(hook, "__qualname__", type(hook).__qualname__)
+    try:
+        before = _guarded_pragmas(raw)
+        hook(raw, read_only)
+        after = _guarded_pragmas(raw)
+    except Exception as error:
+        raw.close()
+        raise ConfigError(
+            f"on_connect={name} failed on a new {kind} connection to {where}: "
+            f"{error!r}; that connection was closed, and the next one runs the hook again"
+        ) from error
+    except BaseException:
+        raw.close()
+        raise
+    changed = [pragma for pragma in _GUARDED_PRAGMAS if before[pragma] != after[pragma]]
+    refusal = (f"PRAGMA {changed[0]} changed from {before[changed[0]]!r} to "
+               f"{after[changed[0]]!r}" if changed else
+               "a transaction left open" if raw.in_transaction else None)
+    if refusal is not None:
+        raw.close()
+        raise ConfigError(
+            f"on_connect={name} is refused on a new {kind} connection to {where}: "
+            f"{refusal} (the connection was closed); journal_mode, synchronous and "
+            "foreign_keys are set in the URI, query_only, locking_mode and transactions by "
+            "the manager")
 
 
 def connections_opened() -> int:
@@ -201,21 +228,18 @@ class SharedCursor:
         return shared_attribute(self._connection, name, self._cursor)
 
 
-class SQLiteConnection(WriteTracking, StormSQLiteConnection):
-    """A Storm connection that owns its transactions and classifies busy errors.
+class GuardedConnection(StormSQLiteConnection):
+    """A Storm connection whose every call into pysqlite3 runs under one use lock.
 
-    Every call into pysqlite3 runs under ``_use``: pysqlite3 lets go of the GIL
-    inside SQLite, and a ``close()`` from another thread (the manager's, at
-    shutdown) in that window frees what the call still uses and crashes the
-    process.  With the lock, such a close waits for the call to return, and
-    the owner's next call gets `ClosedError`.
+    pysqlite3 lets go of the GIL inside SQLite, and a ``close()`` from another
+    thread (the manager's, at shutdown) in that window frees what the call still
+    uses and crashes the process.  With ``_use``, such a close waits for the call
+    to return, and the owner's next call gets `ClosedError`.  Errors become
+    Storm's types, with a ``busy_phase`` when the database was busy.
     """
 
     _in_transaction = False
     _reopen_pending = False
-    # Storm's rule: a read begins a transaction that lasts until commit or rollback.
-    # The manager's stores turn it off outside units (autocommit reads, no snapshot held).
-    reads_begin_transaction = True
     result_factory = _GuardedResult
 
     def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
@@ -229,6 +253,135 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         # The file as SQLite resolved it at open (a relative path: from the cwd of now).
         self._file_path = database.absolute_path()
         self._file_identity = database.file_identity(self._file_path)
+
+    def _live_raw(self) -> Any:
+        """The pysqlite3 connection (call under ``_use``); ClosedError once it was closed."""
+        raw = self._raw_connection
+        if raw is None or self._closed:
+            raise self._closed_error()
+        return raw
+
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(
+            f"{self._database.config.describe()}: this store's connection was closed "
+            "(the store manager was closed, or the store itself)")
+
+    def execute(self, statement: Any, params: Any = None, noresult: bool = False) -> Any:
+        if self._closed:  # Storm's own check would not name the file
+            raise self._closed_error()
+        return super().execute(statement, params, noresult)
+
+    def shared_cursor(self) -> SharedCursor:
+        """A cursor for code beside Storm on this connection, guarded like Storm's calls."""
+        return SharedCursor(self)
+
+    def _run(self, statement: str, params: Any, args: tuple) -> Any:
+        """Execute (under the use lock), through Storm's tracers if any are installed."""
+        if _tracers:
+            return self._traced_execute(statement, params, args)
+        return self._execute_raw(statement, args)
+
+    def _execute_raw(self, statement: str, args: tuple) -> Any:
+        with self._use:
+            cursor = self._live_raw().cursor()
+            try:
+                cursor.execute(statement, args)
+            except dbapi.Error as error:
+                raise self._translate(error, statement) from None
+            return cursor
+
+    def _traced_execute(self, statement: str, params: Any, args: tuple) -> Any:
+        with self._use:
+            cursor = self._live_raw().cursor()
+            trace("connection_raw_execute", self, cursor, statement, params or ())
+            try:
+                cursor.execute(statement, args)
+            except dbapi.Error as error:
+                trace("connection_raw_execute_error", self, cursor, statement, params or (), error)
+                raise self._translate(error, statement) from None
+            trace("connection_raw_execute_success", self, cursor, statement, params or ())
+            return cursor
+
+    def close_cursor(self, cursor: Any) -> None:
+        """Close a cursor of this connection; once the connection is closed, SQLite freed it."""
+        with self._use:
+            if not self._closed:
+                cursor.close()
+
+    def close(self) -> None:
+        """Close now, or as soon as a call another thread has under way returns."""
+        if forking.inherited(self):
+            return  # a forked child never closes its parent's connection (see forking)
+        with self._use:
+            try:
+                super().close()
+            finally:
+                forking.closed(self)
+
+    def _reopen(self) -> None:
+        """Open the file again: one found read-only at open stays so for the connection."""
+        with self._use:
+            if self._raw_connection is None:
+                return
+            try:
+                fresh = self._database.raw_connect(read_only=self.read_only)
+            except Exception:  # noqa: BLE001 - still not writable: keep the old, try next time
+                return
+            self._reopen_pending = False
+            old, self._raw_connection = self._raw_connection, fresh
+            self._file_identity = self._database.file_identity(self._file_path)
+            old.close()
+
+    def _check_disconnect(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("extra_disconnection_errors", None)
+        with self._use:
+            self._live_raw()  # a closed connection's cursors fail with ClosedError too
+            try:
+                return function(*args, **kwargs)
+            except dbapi.Error as error:
+                raise self._translate(error, "") from None
+
+    def _translate(self, error: dbapi.Error, statement: str) -> Exception:
+        """Storm's exception type for a DB-API error, with ``busy_phase`` when busy."""
+        code = getattr(error, "sqlite_errorcode", None)
+        if code == _READONLY_CODE and self.read_only:
+            return ReadOnlyStoreError(READ_ONLY_MESSAGE)
+        if code == _READONLY_CODE:
+            if self._file_moved():  # SQLITE_READONLY_DBMOVED
+                return self._database.moved_error(self._file_path)
+            self._reopen_pending = True  # the file may be writable by the next transaction
+        prefix = f"{self._database.config.describe()}: " if code in _FILE_CODES else ""
+        wrapped = self._database.wrap_dbapi_error(error, prefix)
+        if code in _BUSY_CODES:
+            head = statement.lstrip()[:8].upper()
+            if head.startswith("BEGIN"):
+                wrapped.busy_phase = BUSY_BEGIN
+            elif head.startswith(("COMMIT", "END")):
+                wrapped.busy_phase = BUSY_COMMIT
+            elif self._in_transaction:
+                wrapped.busy_phase = BUSY_TRANSACTION
+            else:
+                wrapped.busy_phase = BUSY_READ
+        return wrapped
+
+    def _file_moved(self) -> bool:
+        """Whether the path no longer leads to the file this connection opened."""
+        identity = self._file_identity
+        return identity is not None and self._database.file_identity(self._file_path) != identity
+
+    def _check_file_unmoved(self) -> None:
+        """After a COMMIT: in WAL mode SQLite commits to a deleted file without a word."""
+        if self._file_moved():
+            raise self._database.moved_error(self._file_path)
+
+
+class SQLiteConnection(WriteTracking, GuardedConnection):
+    """The manager's transactions on a guarded connection: ``BEGIN IMMEDIATE`` for
+    writes (in turn under ``threadlocal``), read snapshots, savepoints, COMMIT."""
+
+    # Storm's rule: a read begins a transaction that lasts until commit or rollback.
+    # The manager's stores turn it off outside units (autocommit reads, no snapshot held).
+    reads_begin_transaction = True
 
     @property
     def in_transaction(self) -> bool:
@@ -325,54 +478,6 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
                 return _FetchedCursor(self._run(statement, params, args))
         return self._run(statement, params, args)
 
-    def _run(self, statement: str, params: Any, args: tuple) -> Any:
-        """Execute (under the use lock), through Storm's tracers if any are installed."""
-        if _tracers:
-            return self._traced_execute(statement, params, args)
-        return self._execute_raw(statement, args)
-
-    def _live_raw(self) -> Any:
-        """The pysqlite3 connection (call under ``_use``); ClosedError once it was closed."""
-        raw = self._raw_connection
-        if raw is None or self._closed:
-            raise self._closed_error()
-        return raw
-
-    def _closed_error(self) -> ClosedError:
-        return ClosedError(
-            f"{self._database.config.describe()}: this store's connection was closed "
-            "(the store manager was closed, or the store itself)")
-
-    def execute(self, statement: Any, params: Any = None, noresult: bool = False) -> Any:
-        if self._closed:  # Storm's own check would not name the file
-            raise self._closed_error()
-        return super().execute(statement, params, noresult)
-
-    def shared_cursor(self) -> SharedCursor:
-        """A cursor for code beside Storm on this connection, guarded like Storm's calls."""
-        return SharedCursor(self)
-
-    def _execute_raw(self, statement: str, args: tuple) -> Any:
-        with self._use:
-            cursor = self._live_raw().cursor()
-            try:
-                cursor.execute(statement, args)
-            except dbapi.Error as error:
-                raise self._translate(error, statement) from None
-            return cursor
-
-    def _traced_execute(self, statement: str, params: Any, args: tuple) -> Any:
-        with self._use:
-            cursor = self._live_raw().cursor()
-            trace("connection_raw_execute", self, cursor, statement, params or ())
-            try:
-                cursor.execute(statement, args)
-            except dbapi.Error as error:
-                trace("connection_raw_execute_error", self, cursor, statement, params or (), error)
-                raise self._translate(error, statement) from None
-            trace("connection_raw_execute_success", self, cursor, statement, params or ())
-            return cursor
-
     def commit(self, xid: Any = None) -> None:
         if self._closed:  # e.g. close() ran meanwhile: its rollback must not pass as a commit
             raise ClosedError("the connection is closed; nothing was committed")
@@ -389,16 +494,6 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         finally:
             trace("connection_commit", self, xid)
 
-    def _file_moved(self) -> bool:
-        """Whether the path no longer leads to the file this connection opened."""
-        identity = self._file_identity
-        return identity is not None and self._database.file_identity(self._file_path) != identity
-
-    def _check_file_unmoved(self) -> None:
-        """After a COMMIT: in WAL mode SQLite commits to a deleted file without a word."""
-        if self._file_moved():
-            raise self._database.moved_error(self._file_path)
-
     def rollback(self, xid: Any = None) -> None:
         try:
             with self._use:
@@ -411,76 +506,19 @@ class SQLiteConnection(WriteTracking, StormSQLiteConnection):
         finally:
             trace("connection_rollback", self, xid)
 
-    def close_cursor(self, cursor: Any) -> None:
-        """Close a cursor of this connection; once the connection is closed, SQLite freed it."""
-        with self._use:
-            if not self._closed:
-                cursor.close()
-
-    def close(self) -> None:
-        """Close now, or as soon as a call another thread has under way returns."""
-        if forking.inherited(self):
-            return  # a forked child never closes its parent's connection (see forking)
-        with self._use:
-            try:
-                super().close()
-            finally:
-                forking.closed(self)
-
-    def _reopen(self) -> None:
-        """Open the file again: one found read-only at open stays so for the connection."""
-        with self._use:
-            if self._raw_connection is None:
-                return
-            try:
-                fresh = self._database.raw_connect(read_only=self.read_only)
-            except Exception:  # noqa: BLE001 - still not writable: keep the old, try next time
-                return
-            self._reopen_pending = False
-            old, self._raw_connection = self._raw_connection, fresh
-            self._file_identity = self._database.file_identity(self._file_path)
-            old.close()
-
-    def _check_disconnect(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("extra_disconnection_errors", None)
-        with self._use:
-            self._live_raw()  # a closed connection's cursors fail with ClosedError too
-            try:
-                return function(*args, **kwargs)
-            except dbapi.Error as error:
-                raise self._translate(error, "") from None
-
-    def _translate(self, error: dbapi.Error, statement: str) -> Exception:
-        """Storm's exception type for a DB-API error, with ``busy_phase`` when busy."""
-        code = getattr(error, "sqlite_errorcode", None)
-        if code == _READONLY_CODE and self.read_only:
-            return ReadOnlyStoreError(READ_ONLY_MESSAGE)
-        if code == _READONLY_CODE:
-            if self._file_moved():  # SQLITE_READONLY_DBMOVED
-                return self._database.moved_error(self._file_path)
-            self._reopen_pending = True  # the file may be writable by the next transaction
-        prefix = f"{self._database.config.describe()}: " if code in _FILE_CODES else ""
-        wrapped = self._database.wrap_dbapi_error(error, prefix)
-        if code in _BUSY_CODES:
-            head = statement.lstrip()[:8].upper()
-            if head.startswith("BEGIN"):
-                wrapped.busy_phase = BUSY_BEGIN
-            elif head.startswith(("COMMIT", "END")):
-                wrapped.busy_phase = BUSY_COMMIT
-            elif self._in_transaction:
-                wrapped.busy_phase = BUSY_TRANSACTION
-            else:
-                wrapped.busy_phase = BUSY_READ
-        return wrapped
-
 
 class SQLiteDatabase(Database):
-    """A SQLite database for Storm on pysqlite3; see the module docstring."""
+    """A SQLite database for Storm on pysqlite3; see docs/sqlite-backend.md."""
 
     connection_factory = SQLiteConnection
     _exception_module = dbapi
+    on_connect: ConnectHook | None = None  # run on every new connection (`run_connect_hook`)
 
-    def __init__(self, uri: URI | SQLiteConfig | str | None = None):
+    def __init__(self, uri: URI | SQLiteConfig | str | None = None,
+                 on_connect: ConnectHook | None = None):
+        if on_connect is not None and not callable(on_connect):
+            raise ConfigError(f"on_connect must be a function (connection, read_only), "
+                              f"not {on_connect!r}")
         if isinstance(uri, str):
             uri = URI(uri)
         config = uri if isinstance(uri, SQLiteConfig) else config_from_storm_uri(uri)
@@ -494,6 +532,7 @@ class SQLiteDatabase(Database):
             self._memory_keeper = self.raw_connect()
         else:
             self._target = config.path
+        self.on_connect = on_connect  # after the in-memory keeper: it is never handed out
 
     def absolute_path(self) -> str | None:
         """The file's absolute path as a connection opened now resolves it; None in memory."""
@@ -537,6 +576,8 @@ class SQLiteDatabase(Database):
                 raw.execute("PRAGMA query_only = 1")
         except dbapi.Error as error:
             raise self.wrap_dbapi_error(error, f"cannot open {config.describe()}: ") from None
+        if self.on_connect is not None:
+            run_connect_hook(self.on_connect, raw, read_only, config.describe())
         _last_opened = next(_opened)
         return raw
 

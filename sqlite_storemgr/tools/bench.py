@@ -42,7 +42,7 @@ import pysqlite3.dbapi2 as dbapi
 from ..errors import ConfigError
 from ..manager import StoreManager
 from ..uri import STRATEGIES, PostgresConfig
-from ..writer_queue import LINGER_SECONDS
+from ..work_items import LINGER_SECONDS
 
 PAYLOAD = "x" * 100
 WORKLOADS = ("insert", "rmw", "mixed")

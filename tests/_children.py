@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_reliability_*.py files (not a test module itself).
+"""Child Python processes with the project importable, and reading their output lines.
 
 This process only ever opens database files with pysqlite3: the stdlib
 ``sqlite3`` links another copy of SQLite, and two copies in one process break
@@ -14,13 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-from _items import rows
-
 ROOT = Path(__file__).resolve().parent.parent
-STRATEGIES = ["queue", "single", "mutex", "threadlocal"]
 
 
 def child_env() -> dict:
+    """This process's environment, with the project importable and output unbuffered."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -33,10 +31,6 @@ def spawn(script: str, *args: str, stdin: bool = False) -> subprocess.Popen:
         [sys.executable, "-c", script, *map(str, args)],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
-
-
-def integrity(path) -> list[tuple]:
-    return rows(path, "PRAGMA integrity_check")
 
 
 class LineReader:
@@ -95,10 +89,3 @@ class LineReader:
         assert not self._thread.is_alive(), "the child's stdout never closed"
         return list(self.lines)
 
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
