@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import replace
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from storm.store import Store
 
@@ -20,6 +21,8 @@ from .strategies import Strategy, create_strategy
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 def open_database(config: SQLiteConfig | PostgresConfig,
                   on_connect: ConnectHook | None = None) -> Any:
@@ -36,6 +39,22 @@ def open_database(config: SQLiteConfig | PostgresConfig,
             raise ConfigError(
                 f"cannot open {config.path!r}: its directory {parent!r} does not exist")
     return SQLiteDatabase(config, on_connect)
+
+
+def _close_strategy(strategy: Strategy, timeout: float | None) -> bool:
+    """Close one database; log how long it took, or what it could not drain in time."""
+    started = time.monotonic()
+    try:
+        drained = strategy.close(timeout)
+    finally:
+        strategy.database.dispose()
+    if drained:
+        log.info("closed %r in %.3f s", strategy.name, time.monotonic() - started)
+    else:
+        log.warning("closing %r did not drain within %.3f s: %d queued unit(s) left, or a "
+                    "unit still running", strategy.name, time.monotonic() - started,
+                    strategy.stats().get("queue_depth", 0))
+    return drained
 
 
 class StoreManager:
@@ -153,17 +172,29 @@ class StoreManager:
         deadline = None if timeout is None else time.monotonic() + timeout
         errors = []
         drained = awaitable.close_pool(self, timeout)  # units awaited through its pool run first
+        if not drained:
+            log.warning("closing the manager: units awaited through its thread pool were "
+                        "still running after timeout=%s s", timeout)
         for strategy in strategies:  # one failing database does not keep the others open
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                drained = strategy.close(left) and drained
+                drained = _close_strategy(strategy, left) and drained
             except Exception as error:
                 errors.append(error)
-            finally:
-                strategy.database.dispose()
         if errors:
             raise errors[0]
         return drained
+
+    def remove(self, name: str, timeout: float | None = None) -> bool:
+        """Close database ``name`` (drain its writes, close its stores) and forget it, so
+        the name can be configured again; returns whether it drained within ``timeout``."""
+        with self._lock:
+            self._check_open()
+            strategy = self.strategy(name)
+            del self._strategies[name]
+            remaining = list(self._strategies.values())
+            self._only = remaining[0] if len(remaining) == 1 else None
+        return _close_strategy(strategy, timeout)
 
     def __enter__(self) -> "StoreManager":
         return self

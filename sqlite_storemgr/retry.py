@@ -10,6 +10,7 @@ and every retry share one wall-clock deadline taken from ``timeout``.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .backends.sqlite import SQLiteConnection
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 0.05
@@ -108,6 +111,8 @@ class LockPolicy:
                     if self.on_locked != "retry" or remaining <= 0:
                         raise self._locked(error, started, attempts) from error
                     self.stats.retries += 1
+                    log.debug("%s was busy (%s); retry %d after %.3f s of timeout=%g", self.where,
+                              phase, attempts, time.monotonic() - started, self.timeout)
                     pause = min(remaining, random.uniform(delay / 2, delay))
                     time.sleep(pause)
                     delay = min(delay * 2, _MAX_BACKOFF)
@@ -133,6 +138,8 @@ class LockPolicy:
             if remaining <= 0:
                 raise self._locked(None, started, attempts)
             self.stats.retries += 1
+            log.debug("COMMIT on %s was refused (busy); retry %d after %.3f s of timeout=%g",
+                      self.where, attempts, time.monotonic() - started, self.timeout)
             time.sleep(min(remaining, random.uniform(delay / 2, delay)))
             delay = min(delay * 2, _MAX_BACKOFF)
             if set_wait is not None:
@@ -155,6 +162,8 @@ class LockPolicy:
         else:
             reason = (f"no write lock on {self.where} within timeout={self.timeout:g}s "
                       f"(on_locked={self.on_locked})")
+        log.warning("DatabaseLockedError: %s; waited %.3f s over %d attempt(s)", reason,
+                    waited, attempts)
         return DatabaseLockedError(
             f"database is locked: {reason}; waited {waited:.3f}s over {attempts} attempt(s)",
             waited=waited, attempts=attempts)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from storm.database import Result
@@ -97,6 +98,8 @@ class ManagedStore(UnitNesting, Store):
         self._database = database
         self.name = name
         self._start_nesting()
+        # A unit running longer than this is logged (`units.note_slow`); 0 in the URI: never.
+        self.slow_unit = database.config.slow_unit or math.inf
         # Outside units, reads run in autocommit mode: no snapshot held between calls.
         self._connection.reads_begin_transaction = False
         # One slot per scope that can fail on its own (the transaction, each savepoint):

@@ -88,14 +88,10 @@ class Strategy(ABC):
         with self.gate.unit():
             return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
 
-    def read(self) -> AbstractContextManager[ManagedStore]:
-        """One snapshot of the calling thread's store around a ``with`` block."""
-        return self._gated(lambda: read_block(self.get_store()))
-
     @contextmanager
-    def _gated(self, block: Callable[[], AbstractContextManager[ManagedStore]]
-               ) -> Iterator[ManagedStore]:
-        with self.gate.unit(), block() as store:
+    def read(self) -> Iterator[ManagedStore]:
+        """One snapshot of the calling thread's store around a ``with`` block."""
+        with self.gate.unit(), read_block(self.get_store()) as store:
             yield store
 
     def stats(self) -> dict[str, Any]:
@@ -145,16 +141,31 @@ class CallerThreadStrategy(Strategy):
             # future, as under queue, instead of raising from submit_write.
             future = resolved_future(unit)
         if outermost:
-            with self.count_lock:
-                if future.exception() is None:
-                    self.committed += 1
-                else:
-                    self.failed += 1
+            self._count(future.exception() is None)
         return future
 
-    def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
-        return self._gated(lambda: write_block(self.get_store(), self.policy, self.mutex,
-                                               savepoint))
+    def _count(self, committed: bool) -> None:
+        """Count one outermost unit or ``write()`` block (units joining one count with it)."""
+        with self.count_lock:
+            if committed:
+                self.committed += 1
+            else:
+                self.failed += 1
+
+    @contextmanager
+    def write(self, savepoint: bool = False) -> Iterator[ManagedStore]:
+        with self.gate.unit():
+            store = self.get_store()
+            outermost = not store.is_nested()
+            try:
+                with write_block(store, self.policy, self.mutex, savepoint):
+                    yield store
+            except BaseException:
+                if outermost:
+                    self._count(False)
+                raise
+            if outermost:
+                self._count(True)
 
     def retrying(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:

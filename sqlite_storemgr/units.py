@@ -12,6 +12,7 @@ and an inner ``write(savepoint=True)`` block can fail alone.  See docs/architect
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -25,6 +26,8 @@ from .retry import LockPolicy
 from .stores import ManagedStore, refuse_store_bound
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def resolved_future(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
@@ -48,10 +51,20 @@ def run_unit_body(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
                   kwargs: dict[str, Any] | None = None) -> T:
     """The one unit body, inside a transaction already begun: the unit's own code
     ``fn(store, ...)``, the vote before COMMIT, and a result that may leave the unit."""
+    started = time.perf_counter()
     result = store.run_user_code(fn, store, *args, **(kwargs or {}))
     store.prepare_commit()
     refuse_store_bound(result)
+    if time.perf_counter() - started > store.slow_unit:
+        note_slow(store, fn, started)
     return result
+
+
+def note_slow(store: ManagedStore, what: Any, started: float) -> None:
+    """Log a unit (or block) that ran longer than the database's ``slow_unit`` seconds."""
+    log.warning("slow unit on %r: %s ran %.3f s (slow_unit=%g)", store.name,
+                getattr(what, "__qualname__", what), time.perf_counter() - started,
+                store.slow_unit)
 
 
 def commit_step(store: ManagedStore, policy: LockPolicy, started: float | None = None) -> None:
@@ -104,6 +117,7 @@ def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock |
         return
     with unit_frame(store, policy, mutex) as started:
         begin_block(store, policy, started)
+        began = time.perf_counter()
         try:
             with store.user_code():
                 yield store
@@ -111,6 +125,8 @@ def write_block(store: ManagedStore, policy: LockPolicy, mutex: threading.Lock |
             store.rollback()
             raise
         commit_step(store, policy, started)  # one deadline for the whole block
+        if time.perf_counter() - began > store.slow_unit:
+            note_slow(store, "a write() block", began)
 
 
 def begin_block(store: ManagedStore, policy: LockPolicy, started: float) -> None:
@@ -151,6 +167,8 @@ def _acquire(mutex: threading.Lock | None, policy: LockPolicy, started: float) -
     waited = time.monotonic() - started
     policy.stats.lock_wait += waited
     if not acquired:
+        log.warning("DatabaseLockedError: the write mutex of %s was not free within "
+                    "timeout=%g s", policy.where, policy.timeout)
         raise DatabaseLockedError(
             f"database is locked: the write mutex of {policy.where} was not free within "
             f"timeout={policy.timeout:g}s", waited=waited, attempts=1)

@@ -31,6 +31,7 @@ DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 2_147_483  # seconds: SQLite's busy timeout is an int of milliseconds
 DEFAULT_BATCH = 256
 DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_SLOW_UNIT = 1.0  # seconds; a unit running longer is logged (0: never)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SQLiteConfig:
     foreign_keys: str | None = "on"
     batch: int = DEFAULT_BATCH
     queue_size: int = DEFAULT_QUEUE_SIZE
+    slow_unit: float = DEFAULT_SLOW_UNIT
 
     @property
     def in_memory(self) -> bool:
@@ -103,6 +105,7 @@ _OPTIONS: Mapping[str, Callable[[str, str], object]] = {
     "foreign_keys": _choice(FOREIGN_KEYS),
     "batch": _positive_int,
     "queue_size": _positive_int,
+    "slow_unit": _seconds,
 }
 
 # A plain Storm URI (the backend without the manager) may also turn the journal off:
@@ -240,6 +243,7 @@ class PostgresConfig:
     on_locked: str = "retry"
     batch: int = DEFAULT_BATCH
     queue_size: int = DEFAULT_QUEUE_SIZE
+    slow_unit: float = DEFAULT_SLOW_UNIT
     isolation: str = "repeatable-read"
     path = None
     in_memory = False

@@ -24,7 +24,7 @@ from .errors import DatabaseLockedError
 from .futures import UnitFuture, finish_in_turn
 from .retry import LockPolicy
 from .stores import ManagedStore
-from .units import begin_block, begin_write, commit_step, run_unit_body, unit_frame
+from .units import begin_block, begin_write, commit_step, note_slow, run_unit_body, unit_frame
 
 
 class WriteUnit:
@@ -87,6 +87,8 @@ class WriterFigures:
         """The figures with the queue's depth and its oldest item's wait, for `stats()`."""
         depth = len(items)
         try:
+            if depth and items[-1] is None:  # the stop item close() queued last
+                depth -= 1
             oldest = time.monotonic() - items[0].enqueued if depth and items[0] else 0.0
         except IndexError:  # the writer took the last unit meanwhile
             oldest = 0.0
@@ -101,16 +103,19 @@ class WriterFigures:
             "writer_restarts": self.restarts,
         }
 
-    def count_batch(self, size: int, failed: int) -> None:
+    def count_batch(self, units: list[WriteUnit], outcomes: list[tuple[Any, bool, Any]]) -> None:
+        """One committed batch; read units (``single``'s reads) are not units committed."""
         self.batches += 1
-        self.batched_units += size
-        self.largest_batch = max(self.largest_batch, size)
-        self.committed += size - failed
-        self.failed += failed
+        self.batched_units += len(units)
+        self.largest_batch = max(self.largest_batch, len(units))
+        for unit, (_, succeeded, _) in zip(units, outcomes):
+            if not unit.reads:
+                self.committed += succeeded
+                self.failed += not succeeded
 
 
 def fail_all(units: list[WriteUnit], error: BaseException, figures: WriterFigures) -> None:
-    figures.failed += len(units)
+    figures.failed += sum(not unit.reads for unit in units)
     for unit in units:
         unit.future.set_exception(error)
 
@@ -150,7 +155,7 @@ class Batch:
                 fail_all([unit], error, figures)
                 units = [each for each in units if each is not unit]
             else:
-                figures.count_batch(len(units), sum(1 for _, ok, _ in self.outcomes if not ok))
+                figures.count_batch(units, self.outcomes)
                 finish_in_turn(self.outcomes)  # outside the frame: callbacks may submit anew
                 return
 
@@ -216,8 +221,11 @@ def serve_lease(store: ManagedStore, policy: LockPolicy, request: LeaseRequest,
             begin_block(store, policy, started)
             request.store = store
             request.ready.set()
+            lent = time.perf_counter()
             with store.user_code():
                 request.done.wait()
+            if time.perf_counter() - lent > store.slow_unit:
+                note_slow(store, "a write() block (the writer waited for it)", lent)
             if request.succeeded:
                 commit_step(store, policy, started)
             else:
@@ -227,6 +235,7 @@ def serve_lease(store: ManagedStore, policy: LockPolicy, request: LeaseRequest,
         future.set_exception(error)
     else:
         figures.committed += request.succeeded
+        figures.failed += not request.succeeded
         future.set_result(None)
     finally:
         request.ready.set()

@@ -12,6 +12,7 @@ future fails (the culprit with its own exception, the others with
 
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -26,6 +27,7 @@ from .units import joined_block, resolved_future, run_joined
 from .work_items import STOP, WorkItem, WorkItems
 from .writer_batch import Batch, LeaseRequest, WriterFigures, WriteUnit, serve_lease
 
+log = logging.getLogger(__name__)
 # The parent's writer stores, kept referenced in a forked child so no destructor closes them.
 _abandoned_after_fork: list[ManagedStore | None] = []
 
@@ -79,6 +81,11 @@ class WriterQueue:
                 target=self._run, name=f"storemgr-writer-{self.name}", daemon=True)
             thread.start()  # if this raises, no dead thread is recorded as the writer
             self._thread = thread
+            if self.figures.restarts:
+                log.warning("the writer of %r restarted (restart %d) after it died",
+                            self.name, self.figures.restarts)
+            else:
+                log.info("the writer of %r started", self.name)
 
     def unit_store(self) -> ManagedStore | None:
         """The writer's store if a unit of it runs in the caller's call stack, else None.
@@ -155,6 +162,8 @@ class WriterQueue:
             pending += self._work.clear()
             self._thread = self._thread_ident = self._store = self._doing = None
             self.figures.restarts += 1
+        log.error("the writer thread of %r died; %d pending unit(s) failed, the next submit "
+                  "starts a new writer", self.name, len(pending), exc_info=cause)
         for item in pending:
             if isinstance(item, LeaseRequest):
                 item.ready.set()
@@ -163,7 +172,7 @@ class WriterQueue:
                 continue  # failed already (its deadline passed), or cancelled and told
             if future.running() or future.set_running_or_notify_cancel():
                 future.set_exception(cause if item is culprit else broken)
-                self.figures.failed += 1
+                self.figures.failed += not getattr(item, "reads", False)
 
     # -- lifecycle and figures ---------------------------------------------
 

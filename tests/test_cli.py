@@ -70,7 +70,7 @@ def make_database(path, rows: int = 0, journal_mode: str = "wal") -> None:
 HELP_TEXTS = {
     "main": ["--version", "bench", "info", "check"],
     "bench": ["--threads", "--units", "--workload", "--synchronous", "--strategies",
-              "--baselines", "--max-seconds", "--json", "mixed"],
+              "--baselines", "--max-seconds", "--json", "mixed", "--django"],
     "info": ["What a URI resolves to", "described without connecting",
              "uri a sqlite: URI naming an existing database file", "--json machine-readable"],
     "check": ["PRAGMA integrity_check on a SQLite file", "Exit status 1",
@@ -200,12 +200,51 @@ def test_bench_max_seconds_stops_a_setup_and_says_so():
      "baseline peewee cannot run: peewee's SqliteQueueDatabase runs one statement per item"),
     (["postgres://someone@127.0.0.1:1/app", "--baselines", "storm,peewee", "--units", "10"],
      "baseline peewee cannot run: peewee's SqliteQueueDatabase runs on SQLite only"),
+    (["--django", "--workload", "rmw"], "--workload and --baselines do not apply"),
+    (["--django", "--baselines", "none"], "--workload and --baselines do not apply"),
+    (["--django", "postgres://someone@127.0.0.1:1/app"], "bench --django runs on SQLite files"),
 ])
 def test_bench_rejects_bad_options(args, needle):
     result = storemgr("bench", *args)
     assert result.returncode == 2
     assert needle in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+DJANGO_SETUPS = ["Django stock sqlite3 (IMMEDIATE)"] + [
+    f"Django on sqlite_storemgr {strategy}" for strategy in STRATEGIES]
+
+
+@pytest.mark.timeout(120)
+def test_bench_django_has_the_stock_backend_and_every_strategy_none_of_ours_failing():
+    pytest.importorskip("django")
+    report = json.loads(ok(storemgr("bench", "--django", "--units", "120", "--threads", "4",
+                                    "--json", timeout=110)))
+    assert report["django"] is True and report["requests"] == 120
+    assert "POST /notes" in report["mix"] and "GET /notes/<id>" in report["mix"]
+    results = report["results"]
+    assert [result["name"] for result in results] == DJANGO_SETUPS
+    assert results[0]["ratio"] == 1.0 and results[0]["lost_updates"] == 0
+    for result in results[1:]:
+        assert (result["units"], result["failed"], result["lost_updates"]) == (120, 0, 0), result
+        assert result["per_second"] > 0 and result["p50_ms"] <= result["p99_ms"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_django_table_names_the_ratio_against_the_stock_backend():
+    pytest.importorskip("django")
+    out = ok(storemgr("bench", "--django", "--units", "40", "--threads", "2",
+                      "--strategies", "queue,mutex", timeout=110))
+    lines = out.splitlines()
+    assert lines[0].startswith("django requests=40 threads=2 synchronous=full SQLite ")
+    assert lines[1].split() == ["setup", "requests/s", "x", "stock", "failed", "p50", "ms",
+                                "p99", "ms", "lost"]
+    rows = [line for line in lines[3:] if line.startswith("Django")]
+    assert [row[:38].strip() for row in rows] == [DJANGO_SETUPS[0],
+                                                  "Django on sqlite_storemgr queue",
+                                                  "Django on sqlite_storemgr mutex"]
+    for row in rows[1:]:  # ours: no failed request, no lost update
+        assert (row.split()[-4], row.split()[-1]) == ("0", "0"), row
 
 
 @pytest.mark.timeout(60)

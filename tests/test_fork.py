@@ -330,7 +330,7 @@ def test_forks_at_random_moments_leave_every_child_able_to_write(tmp_path, strat
     assert failures == []
     assert workload.errors == [] and checkpointer.errors == []
     assert not [record.getMessage() for record in caplog.records
-                if record.name == "sqlite_storemgr" and record.levelno >= 30]
+                if record.name == "sqlite_storemgr.backends.forking" and record.levelno >= 30]
     assert after["forks"] - before["forks"] == TRIALS and after["forks_warned"] == before["forks_warned"]
     # Every acknowledged unit, and every child's row, is in the file exactly once.
     counts = dict(rows(path, "SELECT name, count(*) FROM item GROUP BY name"))
@@ -383,7 +383,7 @@ def test_a_fork_from_inside_a_unit_warns_and_its_child_fails_fast(
     manager.close()
     assert [name for (name,) in rows(path, "SELECT name FROM item")] == ["parent"]
     warnings = [record.getMessage() for record in caplog.records
-                if record.name == "sqlite_storemgr" and record.levelno >= 30]
+                if record.name == "sqlite_storemgr.backends.forking" and record.levelno >= 30]
     assert len(warnings) == 1 and "from inside a write transaction" in warnings[0]
     assert str(path) in warnings[0]
 
@@ -413,7 +413,7 @@ def test_a_fork_waits_for_a_stuck_transaction_only_so_long(make_manager, tmp_pat
     assert future.result(timeout=10) == "parent"
     manager.close()
     warnings = [record.getMessage() for record in caplog.records
-                if record.name == "sqlite_storemgr" and record.levelno >= 30]
+                if record.name == "sqlite_storemgr.backends.forking" and record.levelno >= 30]
     assert len(warnings) == 1 and "forked anyway" in warnings[0] and str(path) in warnings[0]
 
 
@@ -445,4 +445,4 @@ def test_a_read_snapshot_in_another_thread_does_not_hold_a_fork_back(
         thread.join(10)
     manager.close()
     assert sorted(name for (name,) in rows(path, "SELECT name FROM item")) == ["before", "child"]
-    assert not [record for record in caplog.records if record.name == "sqlite_storemgr"]
+    assert not [record for record in caplog.records if record.name == "sqlite_storemgr.backends.forking"]

@@ -12,8 +12,8 @@ import time
 import pytest
 from storm.exceptions import ClosedError
 
-from _items import CALLER_THREAD_STRATEGIES, WRITER_THREAD_STRATEGIES, WriterKiller, names
-from sqlite_storemgr import ReadOnlyStoreError
+from _items import CALLER_THREAD_STRATEGIES, WRITER_THREAD_STRATEGIES, WriterKiller, insert, names
+from sqlite_storemgr import ConfigError, ReadOnlyStoreError
 from sqlite_storemgr.backends.dialect import is_write_statement
 
 
@@ -204,3 +204,20 @@ def test_a_writer_restarted_while_the_old_one_dies_keeps_its_store(make_manager,
 
     assert manager.submit_write(nested).result(timeout=10) == "joined"
     assert names(db_path) == ["after"]
+
+
+@pytest.mark.timeout(30)
+def test_remove_drains_a_database_and_lets_its_name_be_configured_again(make_manager, strategy,
+                                                                        tmp_path):
+    manager = make_manager(strategy)
+    futures = [manager.submit_write(insert(f"n{i}")) for i in range(20)]
+    path = manager.strategy("main").config.path
+    assert manager.remove("main", timeout=10) is True
+    assert [future.result() for future in futures] == [f"n{i}" for i in range(20)]
+    with pytest.raises(ConfigError, match="no database named 'main' is configured"):
+        manager.get_store("main")
+    manager.configure("main", f"sqlite:{tmp_path / 'other.db'}?strategy={strategy}")
+    manager.submit_write(lambda store: store.execute("CREATE TABLE t (id INTEGER)")).result()
+    assert names(path) == [f"n{i}" for i in range(20)]
+    with pytest.raises(ConfigError, match="no database named 'gone'"):
+        manager.remove("gone")

@@ -31,7 +31,7 @@ FORK_WAIT_MAX = 5.0   # a fork never waits longer than this for other threads' t
 USE_GRACE = 0.5       # for calls under way inside SQLite, even once the wait above expired
 _POLL = 0.005         # the forker looks again this often if a wake-up was missed
 
-logger = logging.getLogger("sqlite_storemgr")
+logger = logging.getLogger(__name__)
 
 
 # Re-entrant: a connection that is garbage may be closed (Storm's __del__) by a collection
@@ -365,7 +365,8 @@ def _abandon(connection: "SQLiteConnection", parent: int) -> None:
 def _after_fork_in_child() -> None:
     global _lock, _changed, _live, _forker, _stuck, _warnings, _lock_held
     parent = os.getppid()
-    for connection in list(_live):
+    inherited = list(_live)
+    for connection in inherited:
         _abandon(connection, parent)
     while _held:  # this thread holds them (the forking thread, the same one in the child)
         try:
@@ -381,6 +382,9 @@ def _after_fork_in_child() -> None:
     if _gc_was_enabled:
         gc.enable()
     _stuck, _warnings = {}, []
+    if inherited:
+        logger.info("forked: process %d set aside %d connection(s) inherited from %d; it "
+                    "opens its own", os.getpid(), len(inherited), parent)
 
 
 lifecycle.on_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,

@@ -31,6 +31,7 @@ from ..errors import READ_ONLY_MESSAGE, ConfigError, DatabaseMovedError, ReadOnl
 from ..uri import SQLiteConfig, config_from_storm_uri
 
 __all__ = ["SQLiteDatabase", "SQLiteConnection", "ConnectHook", "register", "connections_opened",
+           "FetchedCursor", "RowIteration",
            "busy_phase", "BUSY_BEGIN", "BUSY_COMMIT", "BUSY_TRANSACTION", "BUSY_READ"]
 
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -89,7 +90,23 @@ def connections_opened() -> int:
     return _last_opened
 
 
-class _FetchedCursor:
+class RowIteration:
+    """DB-API cursor iteration: ``for row in cursor`` calls ``fetchone()`` until None."""
+
+    def fetchone(self) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> "RowIteration":
+        return self
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+
+class FetchedCursor(RowIteration):
     """The rows of a finished statement, served like a DB-API cursor."""
 
     arraysize = 10
@@ -174,7 +191,7 @@ def shared_attribute(connection: "SQLiteConnection", name: str, cursor: Any = No
     return value
 
 
-class SharedCursor:
+class SharedCursor(RowIteration):
     """A DB-API cursor on a store's connection for code beside Storm (SQLAlchemy).
 
     Each call runs under the connection's use lock, as Storm's own do, so a
@@ -212,15 +229,6 @@ class SharedCursor:
 
     def close(self) -> None:
         self._connection.close_cursor(self._cursor)
-
-    def __iter__(self) -> "SharedCursor":
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
 
     def __getattr__(self, name: str) -> Any:  # description, rowcount, lastrowid, arraysize
         if name.startswith("_"):  # e.g. _cursor itself, if __init__ raised
@@ -475,7 +483,7 @@ class SQLiteConnection(WriteTracking, GuardedConnection):
         args = tuple(self.to_database(params)) if params else ()
         if not self._in_transaction:  # an autocommit read: it must not keep a snapshot
             with self._use:  # run and fetch in one hold: no close() comes in between
-                return _FetchedCursor(self._run(statement, params, args))
+                return FetchedCursor(self._run(statement, params, args))
         return self._run(statement, params, args)
 
     def commit(self, xid: Any = None) -> None:

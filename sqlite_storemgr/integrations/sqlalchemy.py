@@ -16,9 +16,10 @@ from storm.exceptions import ClosedError
 
 from ..backends.sqlite import shared_attribute
 from ..backends.dialect import is_write_statement
-from ..errors import ReadOnlyStoreError, StoreManagerError, StrategyError
+from ..errors import StoreManagerError, StrategyError
 from ..stores import ManagedStore
 from ..uri import SQLiteConfig
+from .statement_rules import after_statement, before_statement
 
 try:
     from sqlalchemy import create_engine, event
@@ -75,29 +76,13 @@ def store_of(connection: Any) -> ManagedStore:
 
 def _before_cursor_execute(conn: Any, cursor: Any, statement: str, parameters: Any,
                            context: Any, executemany: bool) -> None:
-    store = store_of(conn)
-    store.check_thread()
-    store.emit_register_transaction()  # a zope transaction joins, as for Storm's statements
-    connection = store.connection
-    writes = is_write_statement(statement)
-    if writes and (connection.read_only or connection.refuse_writes):
-        raise ReadOnlyStoreError(
-            f"store {store.name!r} is read-only here: run SQLAlchemy writes inside "
-            "submit_write(fn) or a write() block")
-    if store._dirty:
-        store.flush()
-    if not connection.in_transaction and not connection.read_only:
-        if writes:
-            connection.begin_write()
-        elif connection.reads_begin_transaction:  # inside a unit; outside, reads autocommit
-            connection.begin_read()
-    connection.note_statement(statement)  # has_uncommitted_writes: the nesting rules see it
+    before_statement(store_of(conn), statement, is_write_statement(statement),
+                     "run SQLAlchemy writes inside submit_write(fn) or a write() block")
 
 
 def _after_cursor_execute(conn: Any, cursor: Any, statement: str, parameters: Any,
                           context: Any, executemany: bool) -> None:
-    if is_write_statement(statement):
-        store_of(conn).invalidate()
+    after_statement(store_of(conn), statement, is_write_statement(statement))
 
 
 def _store_errors_as_they_are(context: Any) -> BaseException | None:

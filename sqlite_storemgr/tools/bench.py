@@ -525,15 +525,19 @@ def _lost(result: Result, target: Target, workload: str) -> Result:
     return result
 
 
-def format_table(results: list[Result]) -> str:
-    """One table; the lost-update and reader columns appear when the workload has them."""
+def format_table(results: list[Result], ratio_title: str = "x ceiling",
+                 unit_title: str = "units/s") -> str:
+    """One table; the lost-update and reader columns appear when the workload has them.
+
+    ``ratio_title`` names what the ratios are against; ``unit_title`` what a unit is.
+    """
     def ms(values: list[float], fraction: float) -> str:
         return f"{_percentile(values, fraction) * 1000:.3f}"
 
     columns: list[tuple[str, int, Callable[[Result], str]]] = [
-        ("setup", -34, lambda r: r.name),
-        ("units/s", 10, lambda r: f"{r.per_second:.0f}{'*' if r.stopped_early else ''}"),
-        ("x ceiling", 9, lambda r: f"{r.ratio:.2f}"),
+        ("setup", -38, lambda r: r.name),
+        (unit_title, 10, lambda r: f"{r.per_second:.0f}{'*' if r.stopped_early else ''}"),
+        (ratio_title, 9, lambda r: f"{r.ratio:.2f}"),
         ("failed", 7, lambda r: str(r.failed)),
         ("p50 ms", 8, lambda r: ms(r.latencies, 0.5)),
         ("p99 ms", 8, lambda r: ms(r.latencies, 0.99)),

@@ -15,7 +15,7 @@ import pysqlite3.dbapi2 as dbapi
 import storm
 
 from .. import __version__
-from . import bench
+from . import bench, django_bench
 from ..backends.sqlite import SQLiteDatabase
 from ..errors import ConfigError
 from ..uri import STRATEGIES, SYNCHRONOUS, PostgresConfig, SQLiteConfig, parse_uri
@@ -98,6 +98,8 @@ def _run_directory(config: SQLiteConfig) -> str:
 
 def _bench(args: argparse.Namespace) -> int:
     strategies = _names("--strategies", args.strategies, STRATEGIES)
+    if args.django:
+        return _bench_django(args, strategies)
     directory = postgres = None
     database = f"SQLite {dbapi.sqlite_version}"
     config = parse_uri(args.uri) if args.uri else None
@@ -120,6 +122,30 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"workload={args.workload} threads={args.threads} units={args.units} "
               f"synchronous={args.synchronous} {database}")
         print(bench.format_table(results))
+    return 0
+
+
+def _bench_django(args: argparse.Namespace, strategies: tuple[str, ...]) -> int:
+    """``bench --django``: the request mix of `django_bench` on the stock backend and ours."""
+    if args.baselines is not None or args.workload != "insert":
+        raise ConfigError("bench --django runs its own request mix against Django's stock "
+                          "SQLite backend; --workload and --baselines do not apply")
+    config = parse_uri(args.uri) if args.uri else None
+    if isinstance(config, PostgresConfig):
+        raise ConfigError("bench --django runs on SQLite files only")
+    directory = _run_directory(_sqlite_file(args.uri, "bench")) if args.uri else None
+    with _progress(args) as progress:
+        results = django_bench.run(args.threads, args.units, args.synchronous, strategies,
+                                   directory, progress=progress, max_seconds=args.max_seconds)
+    if args.json:
+        print(json.dumps({"django": True, "threads": args.threads, "requests": args.units,
+                          "synchronous": args.synchronous, "sqlite_version": dbapi.sqlite_version,
+                          "mix": django_bench.MIX,
+                          "results": [result.summary() for result in results]}, indent=2))
+    else:
+        print(f"django requests={args.units} threads={args.threads} "
+              f"synchronous={args.synchronous} SQLite {dbapi.sqlite_version}; {django_bench.MIX}")
+        print(bench.format_table(results, ratio_title="x stock", unit_title="requests/s"))
     return 0
 
 
@@ -269,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-seconds", type=_positive(float), default=bench.DEFAULT_MAX_SECONDS,
                      help="a setup starts no unit after this many seconds "
                      "(default: %(default)s)")
+    run.add_argument("--django", action="store_true",
+                     help="instead: a Django request mix (in-process WSGI calls) through "
+                     "Django's stock SQLite backend and the sqlite_storemgr.django engine "
+                     "under each strategy; --units is the requests per setup")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(handler=_bench)
 

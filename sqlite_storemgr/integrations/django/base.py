@@ -39,6 +39,7 @@ from django.db.utils import DatabaseError as DjangoDatabaseError
 import sqlite_storemgr as sm
 
 from ...backends.dialect import busy_phase
+from ...backends.sqlite import RowIteration
 from ...errors import StrategyError, TransactionControlError, TransactionDoomedError
 from ...scopes import before_write_unit
 from ...stores import ManagedStore
@@ -48,7 +49,7 @@ from .commit_hooks import after_commit
 from .config import DatabaseSpec, database_spec, ensure_database
 from .creation import DatabaseCreation
 from .features import DatabaseFeatures
-from .statements import Rows, changes_data, convert_query, materialize, run_statement
+from .statements import changes_data, convert_query, materialize, run_statement
 
 __all__ = ["DatabaseWrapper", "StoreConnection", "StoreCursor", "in_request"]
 
@@ -82,7 +83,7 @@ class _Rollback(Exception):
     """Internal: ends the wrapper's own unit with a rollback."""
 
 
-class StoreCursor:
+class StoreCursor(RowIteration):
     """A DB-API cursor whose statements go where the wrapper routes them.
 
     ``django_style``: parameters in Django's ``%s`` style (Django's cursors);
@@ -153,15 +154,6 @@ class StoreCursor:
         self._close_result()
         self._closed = True
 
-    def __iter__(self) -> "StoreCursor":
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
-
 
 class StoreConnection:
     """What Django holds as its DB-API connection: no connection of its own.
@@ -211,6 +203,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
 
     def strategy(self) -> Strategy:
         """The strategy serving this database now (the test runner may switch databases)."""
+        self.ensure_connection()  # the first connection configures the manager's database
         return self.manager.strategy(self.spec.store)
 
     def get_connection_params(self) -> dict:

@@ -89,20 +89,13 @@ def ensure_database(manager: StoreManager, spec: DatabaseSpec) -> None:
         _configured_here[key] = manager.strategy(spec.store).config
 
 
-def forget_database(manager: StoreManager, name: str, timeout: float | None = None) -> None:
+def forget_database(manager: StoreManager, name: str, timeout: float | None = None) -> bool:
     """Close database ``name`` (drain, close its stores) and remove it from ``manager``.
 
-    The core has no public way to remove a database (DESIGN's API configures
-    once); this reaches into the manager until it has one: see docs/django.md.
+    Returns whether its writes drained within ``timeout``; a name the manager
+    does not serve is already forgotten (True).
     """
-    with manager._lock:
-        strategy = manager._strategies.pop(name, None)
-        remaining = list(manager._strategies.values())
-        manager._only = remaining[0] if len(remaining) == 1 else None
     _configured_here.pop((id(manager), name), None)
-    if strategy is None:
-        return
-    try:
-        strategy.close(timeout)
-    finally:
-        strategy.database.dispose()
+    if name not in manager.names():
+        return True
+    return manager.remove(name, timeout)

@@ -19,61 +19,16 @@ from typing import Any, Iterable
 
 import pysqlite3.dbapi2 as dbapi
 
-from ...backends.dialect import BUSY_READ, BUSY_TRANSACTION, is_write_statement
-from ...backends.sqlite import shared_attribute
-from ...errors import ReadOnlyStoreError
+from ...backends.dialect import BUSY_READ, BUSY_TRANSACTION
+from ...backends.sqlite import FetchedCursor, shared_attribute
 from ...stores import ManagedStore
+from ..statement_rules import after_statement, before_statement, changes_data
 
-__all__ = ["Rows", "changes_data", "run_statement", "convert_query"]
+__all__ = ["changes_data", "run_statement", "convert_query"]
 
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _prepared: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _prepared_lock = threading.Lock()
-
-
-class Rows:
-    """The whole result of a finished statement, served like a DB-API cursor."""
-
-    arraysize = 100
-
-    def __init__(self, cursor: Any):
-        self.description = cursor.description
-        self._rows = cursor.fetchall() if self.description is not None else []
-        self.rowcount = cursor.rowcount
-        self.lastrowid = cursor.lastrowid
-        self._position = 0
-
-    def fetchone(self) -> Any:
-        if self._position < len(self._rows):
-            self._position += 1
-            return self._rows[self._position - 1]
-        return None
-
-    def fetchmany(self, size: int | None = None) -> list:
-        start = self._position
-        self._position = min(len(self._rows), start + (size or self.arraysize))
-        return self._rows[start:self._position]
-
-    def fetchall(self) -> list:
-        start, self._position = self._position, len(self._rows)
-        return self._rows[start:]
-
-    def close(self) -> None:
-        self._rows = []
-
-    def __iter__(self) -> "Rows":
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
-
-
-def changes_data(statement: str) -> bool:
-    """Whether a statement writes data; ``PRAGMA x = y`` sets the connection, it writes none."""
-    return is_write_statement(statement) and not statement.lstrip(" \t\r\n(")[:6].upper() == "PRAGMA"
 
 
 def convert_query(query: str, params: Any) -> str:
@@ -117,25 +72,14 @@ def run_statement(store: ManagedStore, statement: str, params: Any = None,
                   many: bool = False, fetch: bool = False) -> Any:
     """Run ``statement`` on ``store``'s connection as if Storm had run it.
 
-    Returns a cursor, or `Rows` when no transaction is open afterwards (or
+    Returns a cursor, or a `FetchedCursor` when no transaction is open afterwards (or
     ``fetch``: the caller leaves the unit before reading).
     """
-    store.check_thread()
-    store.emit_register_transaction()  # a zope transaction joins, as for Storm's statements
-    connection = store.connection
     writes = changes_data(statement)
-    if writes and (connection.read_only or connection.refuse_writes):
-        raise ReadOnlyStoreError(
-            f"store {store.name!r} is read-only here: run Django writes in a unit "
-            "(transaction.atomic(), submit_write(fn), a write() block)")
-    if store._dirty:
-        store.flush()
-    if not connection.in_transaction and not connection.read_only:
-        if writes:
-            connection.begin_write()
-        elif connection.reads_begin_transaction and not statement.lstrip()[:6].upper() == "PRAGMA":
-            connection.begin_read()
-    connection.note_statement(statement)
+    before_statement(store, statement, writes,
+                     "run Django writes in a unit (transaction.atomic(), submit_write(fn), "
+                     "a write() block)")
+    connection = store.connection
     prepare_connection(connection)
     cursor = connection.shared_cursor()
     try:
@@ -149,11 +93,10 @@ def run_statement(store: ManagedStore, statement: str, params: Any = None,
         cursor.close()
         _annotate_busy(error, connection.in_transaction)
         raise
-    if writes or statement.lstrip()[:11].upper() == "ROLLBACK TO":
-        store.invalidate()  # Storm's cached objects may hold what this changed or undid
+    after_statement(store, statement, writes)
     if fetch or not connection.in_transaction:
         try:
-            return Rows(cursor)
+            return FetchedCursor(cursor)
         finally:
             cursor.close()
     return cursor

@@ -1,0 +1,1 @@
+"""Notes and the counter of notes posted: the sample site's one app."""
