@@ -159,3 +159,26 @@ def test_held_objects_show_a_write_block_of_their_own_thread(manager, strategy):
     with manager.write(NAME) as store:
         store.execute("UPDATE item SET name = 'b' WHERE name = 'a'")
     assert held.name == "b"
+
+
+def test_what_integrations_ask_a_strategy_unit_store_and_writable_store(make_manager,
+                                                                        strategy):
+    """unit_store(): the unit's store inside a unit, else None; writable_store(): where a
+    write made here goes, refused clearly where a thread has no writable store."""
+    manager = make_manager(strategy)
+    served = manager.strategy("main")
+    assert served.unit_store() is None
+    assert served.joins_foreign_transaction is (strategy in ("mutex", "threadlocal"))
+    if served.joins_foreign_transaction:
+        assert served.writable_store() is manager.get_store("main")
+    else:
+        with pytest.raises(StrategyError, match="only the writer of 'main' writes; run the "
+                                                "write in submit_write"):
+            served.writable_store()
+
+    def inside(store):
+        assert served.unit_store() is store
+        assert served.writable_store() is store
+        return "checked"
+
+    assert manager.submit_write(inside).result(timeout=10) == "checked"
