@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from storm.store import Store
 
@@ -24,13 +24,15 @@ from .errors import (
     InheritedConnectionError, ManagerClosedError, QueueFullError, ReadOnlyStoreError,
     StoreManagerError, StrategyError, TransactionControlError, TransactionDoomedError,
     WriterBrokenError, WrongThreadError)
+from .handle import Database, KeepsSignature
 from .manager import StoreManager
 from .shutdown import drain_on_sigterm
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
 __all__ = [
-    "__version__", "StoreManager", "SQLiteConfig", "PostgresConfig", "parse_uri",
-    "configure", "get_store", "submit_write", "submit_read", "write", "read", "retrying",
+    "__version__", "StoreManager", "Database", "SQLiteConfig", "PostgresConfig", "parse_uri",
+    "configure", "database", "get_store", "submit_write", "submit_many", "submit_read", "write", "read",
+    "retrying",
     "awrite", "aread",
     "stats", "close", "default_manager", "drain_on_sigterm",
     "ConfigError", "DatabaseLockedError", "DatabaseMovedError", "ForkLockedError",
@@ -43,7 +45,7 @@ __all__ = [
 try:
     __version__ = metadata.version("sqlite_storemgr")
 except metadata.PackageNotFoundError:  # a source tree never installed: pyproject's [project]
-    __version__ = re.search(r'(?ms)^\[project\]$.*?^version\s*=\s*"([^"]+)"',
+    __version__ = re.search(r'(?ms)^\[project\]$.*?^version\s*=\s*"([^"]+)"',  # type: ignore[index]  # it has one
                             (Path(__file__).parent.parent / "pyproject.toml").read_text())[1]
 
 T = TypeVar("T")
@@ -64,14 +66,21 @@ def get_store(name: str | None = None) -> Store:
     return _default.get_store(name)
 
 
-def submit_write(fn: Callable[..., T], *args: Any, name: str | None = None,
-                 **kwargs: Any) -> "Future[T]":
-    return _default.submit_write(fn, *args, name=name, **kwargs)
+def database(name: str | None = None) -> Database:
+    return _default.database(name)
 
 
-def submit_read(fn: Callable[..., T], *args: Any, name: str | None = None,
-                **kwargs: Any) -> "Future[T]":
-    return _default.submit_read(fn, *args, name=name, **kwargs)
+# The default manager's own methods, so their overloads (a call without ``name=`` is
+# checked against ``fn``'s signature) hold for the module-level calls too.
+submit_write = _default.submit_write
+submit_read = _default.submit_read
+awrite = _default.awrite
+aread = _default.aread
+
+
+def submit_many(fn: Callable[..., T], args_list: Iterable[tuple[Any, ...]],
+                name: str | None = None) -> "list[Future[T]]":
+    return _default.submit_many(fn, args_list, name)
 
 
 def write(name: str | None = None, savepoint: bool = False) -> AbstractContextManager[Store]:
@@ -82,7 +91,7 @@ def read(name: str | None = None) -> AbstractContextManager[Store]:
     return _default.read(name)
 
 
-def retrying(name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def retrying(name: str | None = None) -> KeepsSignature:
     return _default.retrying(name)
 
 
@@ -93,10 +102,3 @@ def stats(name: str | None = None) -> dict[str, Any]:
 def close(timeout: float | None = None) -> bool:
     return _default.close(timeout)
 
-
-async def awrite(fn: Callable[..., T], *args: Any, name: str | None = None, **kwargs: Any) -> T:
-    return await _default.awrite(fn, *args, name=name, **kwargs)
-
-
-async def aread(fn: Callable[..., T], *args: Any, name: str | None = None, **kwargs: Any) -> T:
-    return await _default.aread(fn, *args, name=name, **kwargs)

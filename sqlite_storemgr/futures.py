@@ -21,7 +21,8 @@ raises cannot strand a waiter.
 
 Two hooks serve the writer queue: ``runner`` (whoever runs the unit) is asked
 before a thread blocks, so the writer thread waiting for its own unit raises
-instead of hanging; ``on_result`` runs in each thread that takes the outcome
+instead of hanging, and so a parked writer's queued units run in the thread
+that would otherwise block for them; ``on_result`` runs in each thread that takes the outcome
 (`result()`, `exception()`), so that thread's cached Storm objects show the
 write it was told of (read-your-writes).
 """
@@ -33,15 +34,17 @@ from _thread import allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError
 from concurrent.futures._base import (
     CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING)
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 _ENDED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
-class UnitFuture(Future):
+class UnitFuture(Future[Any]):
     """A Future for one unit of work: same interface, no Condition unless asked for."""
 
-    runner: Any = None  # has refuse_waiting_on_itself(): called before a thread blocks
+    # Has refuse_waiting_on_itself(), called before a thread blocks, and run_for_waiter(),
+    # which may run the unit in the thread that would block (see `WriterQueue`).
+    runner: Any = None
     on_result: Callable[[], None] | None = None  # run in the thread that takes the outcome
 
     def __init__(self) -> None:  # deliberately not Future.__init__: it builds a Condition
@@ -54,11 +57,14 @@ class UnitFuture(Future):
         self._state = PENDING
         self._result = None
         self._exception: BaseException | None = None
-        self._waiters: list = []
-        self._done_callbacks: list = []
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
+
+    if TYPE_CHECKING:  # Future's, not in typeshed
+        def _invoke_callbacks(self) -> None: ...
 
     @property
-    def _condition(self) -> threading.Condition:
+    def _condition(self) -> threading.Condition:  # type: ignore[override]  # Future's attribute
         """The Condition Future's own methods and `wait()` use, over the same guard lock."""
         if self._cond is None:
             with self._guard:
@@ -134,6 +140,10 @@ class UnitFuture(Future):
         """
         if self.runner is not None:
             self.runner.refuse_waiting_on_itself()
+            if timeout is None:
+                self.runner.run_for_waiter()  # a parked writer's queue may run right here
+                if self._state in _ENDED:
+                    return
         relays = threading.current_thread() is not threading.main_thread()
         with self._guard:
             if self._state in _ENDED:
@@ -141,13 +151,16 @@ class UnitFuture(Future):
             sleeper = (allocate_lock(), relays)
             sleeper[0].acquire()
             self._sleeping.append(sleeper)
+        woken = False
         try:
-            sleeper[0].acquire(timeout=-1 if timeout is None else max(timeout, 0))
+            # Acquired means released by `_wake_in_turn`, which marked us woken before.
+            woken = sleeper[0].acquire(timeout=-1 if timeout is None else max(timeout, 0))
         finally:
-            with self._guard:
-                woken = self._woken
-                if not woken:  # timed out (or interrupted): no one is to count on us
-                    self._sleeping.remove(sleeper)
+            if not woken:
+                with self._guard:
+                    woken = self._woken
+                    if not woken:  # timed out (or interrupted): no one is to count on us
+                        self._sleeping.remove(sleeper)
             if woken and relays and self._next is not None:
                 _wake_in_turn(self._next)
         if self._state not in _ENDED:
@@ -164,7 +177,7 @@ class UnitFuture(Future):
             try:
                 raise self._exception
             finally:
-                self = None  # noqa: F841 - break the frame/exception reference cycle, as Future does
+                self = None  # type: ignore[assignment]  # noqa: F841 - break the frame/exception reference cycle, as Future does
         return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:

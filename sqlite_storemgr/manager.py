@@ -9,17 +9,19 @@ import time
 from concurrent.futures import Future
 from dataclasses import replace
 from contextlib import AbstractContextManager
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Concatenate, Iterable, ParamSpec, TypeVar, cast, overload
 
 from storm.store import Store
 
 from . import awaitable, lifecycle
 from .backends.sqlite import ConnectHook, SQLiteDatabase
 from .errors import ConfigError, ManagerClosedError
+from .handle import Database, KeepsSignature
 from .scopes import before_write_unit
 from .strategies import Strategy, create_strategy
 from .uri import PostgresConfig, SQLiteConfig, parse_uri
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -121,20 +123,55 @@ class StoreManager:
         """This thread's Store for ``name``, created on first use."""
         return self.strategy(name).get_store()
 
-    def submit_write(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+    def database(self, name: str | None = None) -> Database:
+        """Database ``name`` (the only one if None) as a handle whose units a type checker checks."""
+        return Database(self, self.strategy(name).name)
+
+    # Without ``name=`` a call is checked against ``fn``'s signature; with it, it cannot be
+    # (PEP 612): the first overload takes those calls, the second the others.  mypy flags
+    # each implementation (ignore[misc]) since the second overload's ``**kwargs`` could
+    # hold ``name``; such a call matches the first overload, as at run time.
+    @overload
+    def submit_write(self, fn: Callable[..., T], *args: Any, name: str | None,
+                     **kwargs: Any) -> Future[T]: ...
+    @overload
+    def submit_write(self, fn: Callable[Concatenate[Store, P], T],
+                     *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+    def submit_write(self, fn: Callable[..., T], *args: Any, name: str | None = None,  # type: ignore[misc]
                      **kwargs: Any) -> "Future[T]":
         """Run ``fn(store, *args, **kwargs)`` in one write transaction; the future resolves after COMMIT."""
+        return Database(self, name).submit_write(fn, *args, **kwargs)
+
+    def submit_many(self, fn: Callable[..., T], args_list: Iterable[tuple[Any, ...]],
+                    name: str | None = None) -> "list[Future[T]]":
+        """Run ``fn(store, *args)`` as one write unit per ``args`` tuple, in order.
+
+        One future per unit, each resolved after its own COMMIT, a failing unit
+        failing alone.  Under ``queue`` and ``single`` they are queued at once,
+        so the writer is woken once per batch rather than per unit (see README).
+        """
+        args_list = list(args_list)
+        for args in args_list:
+            if not isinstance(args, tuple):
+                raise TypeError(f"submit_many() wants a tuple of arguments per unit, "
+                                f"got a {type(args).__name__}: {args!r}")
         strategy = self.strategy(name)
         before_write_unit(self, strategy)  # an outer scope (WSGI request, zope) may begin first
-        return strategy.submit_write(fn, args, kwargs)
+        return cast("list[Future[T]]", strategy.submit_many(fn, args_list))
 
-    def submit_read(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+    @overload
+    def submit_read(self, fn: Callable[..., T], *args: Any, name: str | None,
+                    **kwargs: Any) -> Future[T]: ...
+    @overload
+    def submit_read(self, fn: Callable[Concatenate[Store, P], T],
+                    *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+    def submit_read(self, fn: Callable[..., T], *args: Any, name: str | None = None,  # type: ignore[misc]
                     **kwargs: Any) -> "Future[T]":
         """Run ``fn(store, *args, **kwargs)`` in one read snapshot.
 
         Under ``single`` it runs on the worker, inside its next write batch.
         """
-        return self.strategy(name).submit_read(fn, args, kwargs)
+        return Database(self, name).submit_read(fn, *args, **kwargs)
 
     def write(self, name: str | None = None, savepoint: bool = False
               ) -> AbstractContextManager[Store]:
@@ -150,7 +187,7 @@ class StoreManager:
         """One consistent read snapshot around a ``with`` block."""
         return self.strategy(name).read()
 
-    def retrying(self, name: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def retrying(self, name: str | None = None) -> KeepsSignature:
         """Decorator applying the lock policy to code that writes through ``get_store``."""
         return self.strategy(name).retrying()
 
@@ -202,12 +239,24 @@ class StoreManager:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    async def awrite(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+    @overload
+    async def awrite(self, fn: Callable[..., T], *args: Any, name: str | None,
+                     **kwargs: Any) -> T: ...
+    @overload
+    async def awrite(self, fn: Callable[Concatenate[Store, P], T],
+                     *args: P.args, **kwargs: P.kwargs) -> T: ...
+    async def awrite(self, fn: Callable[..., T], *args: Any, name: str | None = None,  # type: ignore[misc]
                      **kwargs: Any) -> T:
         """`submit_write` awaited; the event loop never blocks (`sqlite_storemgr.awaitable`)."""
         return await awaitable.awrite(self, fn, args, kwargs, name)
 
-    async def aread(self, fn: Callable[..., T], *args: Any, name: str | None = None,
+    @overload
+    async def aread(self, fn: Callable[..., T], *args: Any, name: str | None,
+                    **kwargs: Any) -> T: ...
+    @overload
+    async def aread(self, fn: Callable[Concatenate[Store, P], T],
+                    *args: P.args, **kwargs: P.kwargs) -> T: ...
+    async def aread(self, fn: Callable[..., T], *args: Any, name: str | None = None,  # type: ignore[misc]
                     **kwargs: Any) -> T:
         """`submit_read` awaited: ``fn(store)`` on a read store (under ``single``, the worker)."""
         return await awaitable.aread(self, fn, args, kwargs, name)

@@ -11,6 +11,7 @@ from .errors import WrongThreadError
 
 if TYPE_CHECKING:
     from .backends.sqlite import SQLiteConnection
+    from typing_extensions import Self
 
 T = TypeVar("T")
 
@@ -79,8 +80,11 @@ class UnitNesting:
 
     def run_user_code(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a unit's own code, during which the store refuses commit() and rollback()."""
-        with self.user_code():
+        outer, self._in_user_code = self._in_user_code, True  # `user_code`, minus its frames
+        try:
             return fn(*args, **kwargs)
+        finally:
+            self._in_user_code = outer
 
     @contextmanager
     def user_code(self) -> Iterator[None]:
@@ -102,7 +106,7 @@ class UnitNesting:
             connection.refuse_writes = outer
 
     @contextmanager
-    def snapshot(self) -> Iterator["ManagedStore"]:
+    def snapshot(self) -> Iterator[Self]:
         """One read snapshot around a block that may not write; ended (rolled back) on exit."""
         connection = self._connection
         if connection.in_transaction:
@@ -117,7 +121,7 @@ class UnitNesting:
             self.rollback()
 
     @contextmanager
-    def lent(self) -> Iterator["ManagedStore"]:
+    def lent(self) -> Iterator[Self]:
         """Let the calling thread use the store for a block (the writer's ``write()`` lease)."""
         owner, self._owner = self._owner, threading.get_ident()
         try:

@@ -47,7 +47,7 @@ _draining = threading.Event()
 class _DrainHandler:
     """The SIGTERM handler: start the drain thread, then chain the previous handler."""
 
-    def __init__(self, timeout: float, previous: Any):
+    def __init__(self, timeout: float, previous: Callable[..., Any] | int | None):
         self.timeout = timeout
         self.previous = previous
 

@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from . import lifecycle
 from .backends.sqlite import SQLiteDatabase
@@ -27,7 +27,7 @@ from .stores import ManagedStore
 from .threadlocal import ThreadStores
 from .units import (
     read_block, resolved_future, run_read, run_retrying, run_write_unit, write_block)
-from .uri import SQLiteConfig
+from .uri import PostgresConfig, SQLiteConfig
 from .writer_queue import WriterQueue
 
 
@@ -39,7 +39,8 @@ class Strategy(ABC):
     joins_foreign_transaction = True
     stores: ThreadStores  # the per-thread stores, set by each strategy
 
-    def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
+    def __init__(self, name: str, config: SQLiteConfig | PostgresConfig,
+                 database: SQLiteDatabase):
         self.name = name
         self.config = config
         self.database = database
@@ -55,8 +56,14 @@ class Strategy(ABC):
         """The calling thread's store, created on first use."""
 
     @abstractmethod
-    def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit_write(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Future[Any]:
         """``fn(store, *args, **kwargs)`` as one write unit; the future resolves after COMMIT."""
+
+    def submit_many(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]]
+                    ) -> Sequence[Future[Any]]:
+        """``fn(store, *args)`` as one write unit per ``args``, in order; one future each."""
+        return [self.submit_write(fn, args, {}) for args in args_list]
 
     @abstractmethod
     def write(self, savepoint: bool = False) -> AbstractContextManager[ManagedStore]:
@@ -83,7 +90,8 @@ class Strategy(ABC):
         """
         return self.get_store()
 
-    def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit_read(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Future[Any]:
         """``fn(store, *args, **kwargs)`` in one snapshot of the calling thread's store."""
         with self.gate.unit():
             return resolved_future(lambda: run_read(self.get_store(), fn, args, kwargs))
@@ -109,7 +117,8 @@ class Strategy(ABC):
 class CallerThreadStrategy(Strategy):
     """``threadlocal`` and ``mutex``: units run in the calling thread on its own store."""
 
-    def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
+    def __init__(self, name: str, config: SQLiteConfig | PostgresConfig,
+                 database: SQLiteDatabase):
         super().__init__(name, config, database)
         self.stores = ThreadStores(lambda store_name: ManagedStore(database, store_name))
         self.mutex = threading.Lock() if config.strategy == "mutex" else None
@@ -127,7 +136,8 @@ class CallerThreadStrategy(Strategy):
     def get_store(self) -> ManagedStore:
         return self.stores.get(self.name)
 
-    def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit_write(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Future[Any]:
         outermost = True  # a unit joining one under way is counted by that one
 
         def unit() -> Any:
@@ -193,7 +203,8 @@ class WriterThreadStrategy(Strategy):
 
     joins_foreign_transaction = False
 
-    def __init__(self, name: str, config: SQLiteConfig, database: SQLiteDatabase):
+    def __init__(self, name: str, config: SQLiteConfig | PostgresConfig,
+                 database: SQLiteDatabase):
         super().__init__(name, config, database)
         self.queue = WriterQueue(lambda: ManagedStore(database, name), self.policy,
                                  config.batch, config.queue_size, config.timeout, name)
@@ -212,10 +223,19 @@ class WriterThreadStrategy(Strategy):
                 "runs on the worker thread; use submit_read(fn) and submit_write(fn)")
         return self.stores.get(self.name)
 
-    def submit_write(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit_write(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Future[Any]:
         future = self.queue.submit(fn, args, kwargs)
         future.on_result = self._acknowledge
         return future
+
+    def submit_many(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]]
+                    ) -> Sequence[Future[Any]]:
+        """Every unit queued at once (`WriterQueue.submit_many`): one wake-up per batch."""
+        futures = self.queue.submit_many(fn, args_list)
+        for future in futures:
+            future.on_result = self._acknowledge
+        return futures
 
     def _acknowledge(self) -> None:
         """The calling thread learnt a write committed: its store serves nothing cached from before."""
@@ -235,7 +255,8 @@ class WriterThreadStrategy(Strategy):
                 "write() block")
         return store
 
-    def submit_read(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit_read(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> Future[Any]:
         store = self.queue.unit_store()
         if store is not None:  # inside a unit: the read joins it and sees its writes
             return resolved_future(run_read, store, fn, args, kwargs)
@@ -243,7 +264,7 @@ class WriterThreadStrategy(Strategy):
             return self.queue.submit(fn, args, kwargs, reads=True)
         return super().submit_read(fn, args, kwargs)
 
-    def read(self) -> AbstractContextManager[ManagedStore]:
+    def read(self) -> AbstractContextManager[ManagedStore]:  # type: ignore[override]  # a context manager as the base's
         store = self.queue.unit_store()
         if store is not None:  # inside a unit: the block joins it and sees its writes
             return read_block(store)
@@ -269,7 +290,8 @@ class WriterThreadStrategy(Strategy):
         return drained
 
 
-def create_strategy(name: str, config: SQLiteConfig, database: SQLiteDatabase) -> Strategy:
+def create_strategy(name: str, config: SQLiteConfig | PostgresConfig,
+                    database: SQLiteDatabase) -> Strategy:
     if config.strategy in ("queue", "single"):
         return WriterThreadStrategy(name, config, database)
     return CallerThreadStrategy(name, config, database)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from . import lifecycle
 from .stores import ManagedStore
@@ -21,7 +21,7 @@ from .stores import ManagedStore
 StoreFactory = Callable[[str], ManagedStore]
 
 # What a forked child inherited: kept referenced so that no destructor closes it.
-_abandoned_after_fork: list = []
+_abandoned_after_fork: list[Any] = []
 
 
 def _close_stores(stores: dict[str, ManagedStore]) -> None:
@@ -75,7 +75,8 @@ class ThreadStores:
     def get(self, name: str) -> ManagedStore:
         """This thread's store for ``name``, created on first use."""
         try:
-            return self._local.holder.stores[name]
+            store: ManagedStore = self._local.holder.stores[name]
+            return store
         except (AttributeError, KeyError):
             return self._create(name)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -30,9 +29,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def resolved_future(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+def resolved_future(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> UnitFuture:
     """A future already holding ``fn(*args, **kwargs)``'s result or exception."""
-    future: Future = UnitFuture()
+    future = UnitFuture()
     future.set_running_or_notify_cancel()
     try:
         future.set_result(fn(*args, **kwargs))
@@ -47,7 +46,7 @@ def begin_write(store: ManagedStore, policy: LockPolicy) -> None:
     store.revalidate()
 
 
-def run_unit_body(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
+def run_unit_body(store: ManagedStore, fn: Callable[..., T], args: tuple[Any, ...] = (),
                   kwargs: dict[str, Any] | None = None) -> T:
     """The one unit body, inside a transaction already begun: the unit's own code
     ``fn(store, ...)``, the vote before COMMIT, and a result that may leave the unit."""
@@ -75,7 +74,7 @@ def commit_step(store: ManagedStore, policy: LockPolicy, started: float | None =
 
 
 def run_write_unit(store: ManagedStore, policy: LockPolicy, fn: Callable[..., T],
-                   args: tuple = (), kwargs: dict[str, Any] | None = None,
+                   args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                    mutex: threading.Lock | None = None) -> T:
     """``fn(store, *args, **kwargs)`` in one ``BEGIN IMMEDIATE`` transaction, re-run
     whole under the lock policy; inside a running unit it joins instead."""
@@ -205,7 +204,7 @@ def joined_block(store: ManagedStore, savepoint: bool = False) -> Iterator[Manag
         store.leave_unit()
 
 
-def run_joined(store: ManagedStore, fn: Callable[..., T], args: tuple = (),
+def run_joined(store: ManagedStore, fn: Callable[..., T], args: tuple[Any, ...] = (),
                kwargs: dict[str, Any] | None = None) -> T:
     """``fn(store, *args, **kwargs)`` as an inner unit of the running transaction."""
     with joined_block(store):
@@ -225,7 +224,8 @@ def read_block(store: ManagedStore) -> Iterator[ManagedStore]:
         yield store
 
 
-def run_read(store: ManagedStore, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]) -> T:
+def run_read(store: ManagedStore, fn: Callable[..., T], args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> T:
     """``fn(store, ...)`` in a read snapshot; its result may not leave bound to the store
     (unless it joins a unit or read of the same call stack)."""
     outermost = not store.joins_reads()

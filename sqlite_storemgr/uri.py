@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote
 
 from storm.uri import URI
@@ -125,7 +125,7 @@ def _application_name(option: str, value: str) -> str:
 
 
 # Storm's and libpq's own options for postgres:// URIs, checked like ours.
-_POSTGRES_OPTIONS: Mapping[str, Callable[[str, str], object]] = {
+_POSTGRES_OPTIONS: dict[str, Callable[[str, str], object]] = {
     "isolation": _choice(ISOLATION_LEVELS),
     "sslmode": _choice(SSL_MODES),
     "connect_timeout": _positive_int,
@@ -149,7 +149,8 @@ def _split_options(uri: str, query: str) -> dict[str, str]:
 
 
 def validate_options(options: Mapping[str, str], *, storm_defaults: bool = False,
-                     known: Mapping[str, Callable[[str, str], object]] = _OPTIONS) -> dict:
+                     known: Mapping[str, Callable[[str, str], object]] = _OPTIONS
+                     ) -> dict[str, Any]:
     """Check every option and return the typed values as config field names.
 
     With ``storm_defaults`` the pragmas not given stay None (SQLite's defaults),

@@ -32,7 +32,7 @@ class WriteUnit:
 
     __slots__ = ("fn", "args", "kwargs", "future", "enqueued", "reads")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  future: UnitFuture, reads: bool = False):
         self.fn = fn
         self.args = args
@@ -63,7 +63,7 @@ class LeaseRequest:
         if self.store is None:
             self.future.result()  # raises what stopped the writer from beginning
         try:
-            with self.store.lent() as store:
+            with self.store.lent() as store:  # type: ignore[union-attr]  # None: result() raised
                 yield store
             self.succeeded = True
         finally:
@@ -130,6 +130,7 @@ class Batch:
         self.outcomes: list[tuple[UnitFuture, bool, Any]] = []
         self.aborted: tuple[WriteUnit, Exception] | None = None  # SQLite ended the transaction
         self.needs_isolation = False
+        self.died: BaseException | None = None  # what a unit raised, run by a waiting caller
 
     def run(self, store: ManagedStore, policy: LockPolicy, timeout: float,
             figures: WriterFigures) -> None:
@@ -151,8 +152,8 @@ class Batch:
             if self.needs_isolation:
                 self.isolated = True
             elif self.aborted is not None:
-                unit, error = self.aborted
-                fail_all([unit], error, figures)
+                unit, failure = self.aborted
+                fail_all([unit], failure, figures)
                 units = [each for each in units if each is not unit]
             else:
                 figures.count_batch(units, self.outcomes)
@@ -167,7 +168,10 @@ class Batch:
             savepoint = store.open_savepoint() if self.isolated else None
             self.running = unit
             try:
-                with store.writes_refused(unit.reads):
+                if unit.reads:
+                    with store.writes_refused(True):
+                        value = run_unit_body(store, unit.fn, unit.args, unit.kwargs)
+                else:  # the batch's frame allows writes already
                     value = run_unit_body(store, unit.fn, unit.args, unit.kwargs)
             except Exception as error:
                 if busy_phase(error) is not None or isinstance(error, DisconnectionError):

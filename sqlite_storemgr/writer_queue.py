@@ -54,10 +54,11 @@ class WriterQueue:
         self._thread_ident: int | None = None
         self._store: ManagedStore | None = None
         self._doing: Batch | LeaseRequest | None = None  # the item the writer works on now
+        self._lent_to: int | None = None  # the thread running a batch for the writer, if any
 
     # -- the caller's side -------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], args: tuple = (),
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...] = (),
                kwargs: dict[str, Any] | None = None, reads: bool = False) -> UnitFuture:
         """Enqueue ``fn(store, *args, **kwargs)``; waits up to ``timeout`` if the queue is full.
 
@@ -71,6 +72,33 @@ class WriterQueue:
         future.runner = self
         self._put(WriteUnit(fn, args, kwargs or {}, future, reads))
         return future
+
+    def submit_many(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]]
+                    ) -> list[UnitFuture]:
+        """Enqueue ``fn(store, *args)`` for each ``args`` in order, one future each.
+
+        The units are queued under one lock hold per run that fits in the queue,
+        waking the writer once per run, not per unit; a caller waiting on the
+        futures in order is woken once per batch.  Units that could not be queued
+        (the queue stayed full for ``timeout``, or it closed) get their futures
+        failed with that error (it is raised if none was queued).  Inside a unit of
+        this writer each joins it.
+        """
+        store = self.unit_store()
+        if store is not None:
+            return [resolved_future(run_joined, store, fn, args) for args in args_list]
+        units = []
+        for args in args_list:
+            future = UnitFuture()
+            future.runner = self
+            units.append(WriteUnit(fn, args, {}, future))
+        queued, error = self._work.put_many(units, self._start_writer_if_none)
+        if error is not None and not queued:
+            raise error  # nothing queued: refused at once, as `submit` would
+        for unit in units[queued:]:
+            unit.future.set_running_or_notify_cancel()
+            unit.future.set_exception(error)
+        return [unit.future for unit in units]
 
     def _put(self, item: WorkItem) -> None:
         self._work.put(item, self._start_writer_if_none)
@@ -99,8 +127,9 @@ class WriterQueue:
         return None
 
     def refuse_waiting_on_itself(self) -> None:
-        """Raise instead of hanging if the writer thread would wait for its own work."""
-        if threading.get_ident() == self._thread_ident:
+        """Raise instead of hanging if the writer thread (or a caller running a batch for
+        it, `run_for_waiter`) would wait for its own work."""
+        if threading.get_ident() in (self._thread_ident, self._lent_to):
             raise StrategyError(
                 f"the writer thread of {self.name!r} would wait for itself: code it runs "
                 "outside a unit (a done-callback) may submit_write() but not wait for the "
@@ -124,6 +153,32 @@ class WriterQueue:
         with request.borrowed() as store:
             yield store
 
+    def run_for_waiter(self) -> None:
+        """Called by a thread about to wait for one of its units: if the writer thread is
+        parked with units queued, run them here as its batch instead of waking it.
+
+        A lone caller then pays no thread handoff (two switches per unit); order,
+        group commit and the batch's rules are the writer's own.  Not in the main
+        thread, where a signal handler's exception would land in the batch.
+        """
+        if threading.current_thread() is threading.main_thread():
+            return
+        batch = self._work.lend()
+        if batch is None:
+            return
+        store = self._store
+        self._lent_to = threading.get_ident()
+        try:
+            with store.lent():  # type: ignore[union-attr]  # set while the writer is parked
+                batch.run(store, self._policy, self._timeout, self.figures)  # type: ignore[arg-type]
+        except BaseException as error:  # the writer dies of it, as if it had run the batch
+            batch.died = error
+            self._lent_to = None
+            self._work.give_back(batch)
+            return
+        self._lent_to = None
+        self._work.give_back()
+
     # -- the writer's side -------------------------------------------------
 
     def _run(self) -> None:
@@ -136,6 +191,8 @@ class WriterQueue:
                 self._doing = item
                 if isinstance(item, LeaseRequest):
                     serve_lease(store, self._policy, item, self.figures)
+                elif item.died is not None:
+                    raise item.died  # a batch a waiting caller ran for the writer
                 else:
                     item.run(store, self._policy, self._timeout, self.figures)
                 self._doing = None
@@ -158,7 +215,7 @@ class WriterQueue:
         culprit = doing.running if isinstance(doing, Batch) else None
         with self._work.lock:
             pending: list[WriteUnit | LeaseRequest] = (
-                doing.units if isinstance(doing, Batch) else [doing] if doing else [])
+                doing.units if isinstance(doing, Batch) else [doing] if doing else [])  # type: ignore[assignment]  # the dead batch's list, extended
             pending += self._work.clear()
             self._thread = self._thread_ident = self._store = self._doing = None
             self.figures.restarts += 1

@@ -21,7 +21,7 @@ LAYERS = {
     2: {"stores", "nesting", "futures", "retry", "units", "threadlocal", "writer_batch", "work_items",
         "writer_queue", "gate", "scopes"},
     3: {"strategies"},
-    4: {"manager", "awaitable", "shutdown", "__init__"},
+    4: {"manager", "handle", "awaitable", "shutdown", "__init__"},
     5: {"integrations", "tools", "django", "metrics", "__main__"},
 }
 RANK = {top: rank for rank, tops in LAYERS.items() for top in tops}

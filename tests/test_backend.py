@@ -580,3 +580,14 @@ def test_register_makes_storms_create_database_use_the_backend(tmp_path, monkeyp
     with pytest.raises(ConfigError) as info:
         storm.database.create_database("sqlite://somehost/x.db")
     assert "somehost" in str(info.value)
+
+
+def test_read_only_stores_keep_a_small_page_cache_and_the_writer_sqlites_default(tmp_path):
+    """An idle reader per thread must not keep megabytes of pages after one scan."""
+    with StoreManager() as manager:
+        manager.configure("main", f"sqlite:{tmp_path / 'app.db'}?strategy=queue")
+        on_writer = manager.submit_write(
+            lambda store: store.execute("PRAGMA cache_size").get_one()[0]).result(timeout=10)
+        on_reader = manager.get_store("main").execute("PRAGMA cache_size").get_one()[0]
+    assert on_reader == backend.READER_CACHE_SIZE == -64
+    assert on_writer == -2000  # SQLite's default

@@ -145,6 +145,80 @@ def test_bench_insert_json_has_the_ceiling_every_strategy_and_the_baselines():
 
 
 @pytest.mark.timeout(120)
+def test_bench_thread_sweep_runs_the_threaded_setups_at_each_count_in_one_table():
+    report = bench_json("--threads", "1,3", "--strategies", "queue",
+                        "--baselines", "transaction,handoff")
+    assert report["threads"] == [1, 3]
+    rows = [(result["name"], result["threads"]) for result in report["results"]]
+    assert rows == [(CEILING, None), ("one transaction (upper bound)", None),
+                    ("thread handoff, no SQL (bound)", 1), ("sqlite_storemgr queue", 1),
+                    ("thread handoff, no SQL (bound)", 3), ("sqlite_storemgr queue", 3)]
+    for result in report["results"][2:]:
+        assert result["units"] == 300 and result["failed"] == 0
+        assert result["p99_ms"] >= result["p50_ms"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_thread_sweep_table_has_a_threads_column():
+    out = ok(storemgr("bench", "--units", "200", "--threads", "2,4", "--strategies", "queue",
+                      "--baselines", "handoff"))
+    lines = out.splitlines()
+    assert lines[0].startswith("workload=insert threads=2,4 units=200 ")
+    assert lines[1].split()[:3] == ["setup", "threads", "units/s"]
+    counts = [line.split()[-6] for line in lines[3:]]  # the column before units/s
+    assert [line[:30].strip() for line in lines[3:]] == [
+        CEILING, "thread handoff, no SQL (bound)", "sqlite_storemgr queue",
+        "thread handoff, no SQL (bound)", "sqlite_storemgr queue"]
+    assert counts[1:] == ["2", "2", "4", "4"]
+
+
+@pytest.mark.parametrize("threads", ["0", "4,x", "4,4", "4,,8"])
+def test_bench_refuses_a_bad_thread_count(threads):
+    result = storemgr("bench", "--threads", threads)
+    assert result.returncode == 2
+    assert f"argument --threads: invalid comma-separated positive int value: '{threads}'" \
+        in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_bench_bulk_logging_and_reader_rss_figures():
+    report = bench_json("--strategies", "queue",
+                        "--baselines", "transaction,bulk,nolog,rss")
+    results = by_name(report)
+    bulk = results["sqlite_storemgr queue submit_many (bulk)"]
+    assert bulk["units"] == 300 and bulk["failed"] == 0 and bulk["per_second"] > 0
+    one = results["one transaction (upper bound)"]
+    assert report["bulk_vs_transaction"] == pytest.approx(
+        bulk["per_second"] / one["per_second"], rel=0.01)
+    off = results["sqlite_storemgr queue, logging.disable()"]
+    assert off["units"] == 300 and off["failed"] == 0
+    cost, = report["logging_off_vs_default"]
+    assert cost["threads"] is None and cost["ratio"] == pytest.approx(
+        off["per_second"] / results["sqlite_storemgr queue"]["per_second"], abs=0.01)
+    assert report["reader_store_rss_kib"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_table_prints_the_figures_under_it():
+    out = ok(storemgr("bench", "--units", "200", "--threads", "2", "--strategies", "queue",
+                      "--baselines", "transaction,bulk,nolog,rss"))
+    notes = out.splitlines()[-3:]
+    assert re.fullmatch(r"bulk: submit_many runs at \d+\.\d{3}x one transaction "
+                        r"\(the upper bound\)", notes[0])
+    assert re.fullmatch(r"logging: queue with logging\.disable\(\) / default configuration: "
+                        r"\d+\.\d\d", notes[1])
+    assert re.fullmatch(r"reader stores: -?\d+\.\d KiB RSS per idle thread store "
+                        r"\(200 threads, each after one read\)", notes[2])
+
+
+def test_bench_rss_on_postgres_is_refused_when_asked_for():
+    line = refusal(storemgr("bench", "postgres://someone:pw@127.0.0.1:1/app",
+                            "--baselines", "rss", "--units", "10"))
+    assert line == ("storemgr: baseline rss cannot run: it measures SQLite read stores; "
+                    "a PostgreSQL run has none")
+
+
+@pytest.mark.timeout(120)
 def test_bench_rmw_loses_no_update():
     results = by_name(bench_json("--workload", "rmw", "--baselines", "none"))
     assert CEILING in results
@@ -203,6 +277,7 @@ def test_bench_max_seconds_stops_a_setup_and_says_so():
     (["--django", "--workload", "rmw"], "--workload and --baselines do not apply"),
     (["--django", "--baselines", "none"], "--workload and --baselines do not apply"),
     (["--django", "postgres://someone@127.0.0.1:1/app"], "bench --django runs on SQLite files"),
+    (["--django", "--threads", "2,4"], "bench --django runs at one thread count"),
 ])
 def test_bench_rejects_bad_options(args, needle):
     result = storemgr("bench", *args)

@@ -10,7 +10,7 @@ integrations read it without importing either backend.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storm.exceptions import ClosedError
 
@@ -66,6 +66,10 @@ class WriteTracking:
     refuse_writes = False  # a read() block or read unit on a writable connection
     _wrote = False
     _raw_connection: Any
+    _closed: bool
+    if TYPE_CHECKING:
+        @property
+        def in_transaction(self) -> bool: ...
 
     @property
     def raw(self) -> Any:

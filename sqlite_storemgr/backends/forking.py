@@ -44,17 +44,17 @@ _live: "weakref.WeakSet[SQLiteConnection]" = weakref.WeakSet()
 _forker: int | None = None              # the thread whose fork is pending
 _lock_held = False                      # the forker holds _lock across the fork
 _gc_was_enabled = False                 # collections are off during the barrier
-_held: list = []                        # the _use locks the forker holds across the fork
-_stuck: dict = {}                       # file key -> why the child cannot write it
-_warnings: list = []                    # logged by the parent once the fork is done
+_held: list[Any] = []                        # the _use locks the forker holds across the fork
+_stuck: dict[Any, str] = {}                       # file key -> why the child cannot write it
+_warnings: list[tuple[object, ...]] = []  # logged by the parent once the fork is done
 # In a child: the files it inherited locked (file key -> why); kept by its own children too.
-_locked_out: dict = {}
-_kept: list = []                        # inherited pysqlite3 connections, never to be closed
+_locked_out: dict[Any, str] = {}
+_kept: list[Any] = []                        # inherited pysqlite3 connections, never to be closed
 _stats = {"forks": 0, "forks_held_back": 0, "held_back_seconds": 0.0, "forks_warned": 0}
 _pin: Any = None                        # Py_IncRef through ctypes, loaded by the first fork
 
 
-def stats() -> dict:
+def stats() -> dict[str, Any]:
     """Forks in this process: how many, how many waited for a transaction (and how long), warned."""
     return dict(_stats)
 
@@ -228,7 +228,7 @@ def _quiesce(me: int) -> None:
         # No lock of ours is held while waiting for a _use: a thread holding its _use may be
         # waiting for _lock (ended() during a ROLLBACK, closed()).
         until = max(deadline, time.monotonic() + USE_GRACE)
-        missed: list = []
+        missed: list[Any] = []
         for connection in connections:
             use = connection._use
             if use.acquire(timeout=max(0.0, until - time.monotonic())):
@@ -255,8 +255,8 @@ def _quiesce(me: int) -> None:
                 missed.append(connection)
 
     waited = time.monotonic() - started
-    stuck: dict = {}
-    warnings: list = []
+    stuck: dict[Any, str] = {}
+    warnings: list[tuple[object, ...]] = []
     own = [connection for connection in _live
            if _blocks_child(connection) and _owner(connection, me)]
     for connection in own:
@@ -288,7 +288,7 @@ def _quiesce(me: int) -> None:
         _stats["held_back_seconds"] += waited
 
 
-def _let_go() -> list:
+def _let_go() -> list[tuple[object, ...]]:
     """Release what the forker holds, let the held-back threads go on; the warnings to log."""
     global _forker, _stuck, _warnings, _lock_held
     warnings = _warnings
@@ -357,7 +357,8 @@ def _abandon(connection: "SQLiteConnection", parent: int) -> None:
         _keep_forever(raw)
     connection._raw_connection = stand_in
     connection._closed = True
-    connection._closed_error = stand_in.error  # what every later call raises
+    # What every later call raises (an instance attribute over the method).
+    connection._closed_error = stand_in.error  # type: ignore[method-assign]
     connection._use = threading.RLock()        # the parent's threads are gone
     connection._fork_txn = 0
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pysqlite3.dbapi2 as dbapi
 import storm.exceptions as storm_errors
@@ -39,11 +40,16 @@ _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
 # Errors about the file itself (READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB): their
 # messages name the file, which SQLite's own text does not.
 _FILE_CODES = (8, 10, 11, 13, 14, 26)
+# A read-only store's page cache, in SQLite's units (negative: KiB): an idle reader per
+# thread must not keep megabytes after one scan; an on_connect hook may set another.
+READER_CACHE_SIZE = -64
 _opened = itertools.count(1)
 _last_opened = 0
 
 ConnectHook = Callable[[Any, bool], None]  # on_connect(raw pysqlite3 connection, read_only)
 # What an on_connect hook may not change: the URI's options and the manager's own settings.
+# Within this long after a COMMIT found the file in place, BEGIN IMMEDIATE skips its check.
+FILE_RECHECK_SECONDS = 0.001
 _GUARDED_PRAGMAS = ("journal_mode", "synchronous", "foreign_keys", "query_only", "locking_mode")
 
 
@@ -112,7 +118,7 @@ class FetchedCursor(RowIteration):
     arraysize = 10
 
     def __init__(self, cursor: Any):
-        self._rows = cursor.fetchall()
+        self._rows: list[Any] = cursor.fetchall()
         self._position = 0
         self.description = cursor.description
         self.rowcount = cursor.rowcount
@@ -124,12 +130,12 @@ class FetchedCursor(RowIteration):
             return self._rows[self._position - 1]
         return None
 
-    def fetchmany(self, size: int | None = None) -> list:
+    def fetchmany(self, size: int | None = None) -> list[Any]:
         start = self._position
         self._position = min(len(self._rows), start + (size or self.arraysize))
         return self._rows[start:self._position]
 
-    def fetchall(self) -> list:
+    def fetchall(self) -> list[Any]:
         start, self._position = self._position, len(self._rows)
         return self._rows[start:]
 
@@ -139,6 +145,9 @@ class FetchedCursor(RowIteration):
 
 class _GuardedResult(SQLiteResult):
     """Storm's result, closing its cursor under the connection's use lock."""
+
+    _closed: bool
+    _raw_cursor: Any
 
     def close(self) -> None:
         if not self._closed:
@@ -221,10 +230,10 @@ class SharedCursor(RowIteration):
     def fetchone(self) -> Any:
         return self._call("fetchone")
 
-    def fetchmany(self, *args: Any) -> list:
+    def fetchmany(self, *args: Any) -> Any:
         return self._call("fetchmany", *args)
 
-    def fetchall(self) -> list:
+    def fetchall(self) -> Any:
         return self._call("fetchall")
 
     def close(self) -> None:
@@ -248,6 +257,7 @@ class GuardedConnection(StormSQLiteConnection):
 
     _in_transaction = False
     _reopen_pending = False
+    _unmoved_at = -1.0  # time.monotonic() when a COMMIT's check last found the file unmoved
     result_factory = _GuardedResult
 
     def __init__(self, database: "SQLiteDatabase", event: Any = None, read_only: bool = False):
@@ -283,13 +293,13 @@ class GuardedConnection(StormSQLiteConnection):
         """A cursor for code beside Storm on this connection, guarded like Storm's calls."""
         return SharedCursor(self)
 
-    def _run(self, statement: str, params: Any, args: tuple) -> Any:
+    def _run(self, statement: str, params: Any, args: tuple[Any, ...]) -> Any:
         """Execute (under the use lock), through Storm's tracers if any are installed."""
         if _tracers:
             return self._traced_execute(statement, params, args)
         return self._execute_raw(statement, args)
 
-    def _execute_raw(self, statement: str, args: tuple) -> Any:
+    def _execute_raw(self, statement: str, args: tuple[Any, ...]) -> Any:
         with self._use:
             cursor = self._live_raw().cursor()
             try:
@@ -298,7 +308,7 @@ class GuardedConnection(StormSQLiteConnection):
                 raise self._translate(error, statement) from None
             return cursor
 
-    def _traced_execute(self, statement: str, params: Any, args: tuple) -> Any:
+    def _traced_execute(self, statement: str, params: Any, args: tuple[Any, ...]) -> Any:
         with self._use:
             cursor = self._live_raw().cursor()
             trace("connection_raw_execute", self, cursor, statement, params or ())
@@ -359,7 +369,7 @@ class GuardedConnection(StormSQLiteConnection):
                 return self._database.moved_error(self._file_path)
             self._reopen_pending = True  # the file may be writable by the next transaction
         prefix = f"{self._database.config.describe()}: " if code in _FILE_CODES else ""
-        wrapped = self._database.wrap_dbapi_error(error, prefix)
+        wrapped: Any = self._database.wrap_dbapi_error(error, prefix)  # a Storm error type
         if code in _BUSY_CODES:
             head = statement.lstrip()[:8].upper()
             if head.startswith("BEGIN"):
@@ -370,7 +380,7 @@ class GuardedConnection(StormSQLiteConnection):
                 wrapped.busy_phase = BUSY_TRANSACTION
             else:
                 wrapped.busy_phase = BUSY_READ
-        return wrapped
+        return cast(Exception, wrapped)
 
     def _file_moved(self) -> bool:
         """Whether the path no longer leads to the file this connection opened."""
@@ -381,6 +391,7 @@ class GuardedConnection(StormSQLiteConnection):
         """After a COMMIT: in WAL mode SQLite commits to a deleted file without a word."""
         if self._file_moved():
             raise self._database.moved_error(self._file_path)
+        self._unmoved_at = time.monotonic()
 
 
 class SQLiteConnection(WriteTracking, GuardedConnection):
@@ -430,7 +441,10 @@ class SQLiteConnection(WriteTracking, GuardedConnection):
     def _begin_now(self, statement: str) -> None:
         self._ensure_connected()
         if statement == "BEGIN IMMEDIATE":
-            if self._file_moved():
+            # Not again when a COMMIT found the file in place a moment ago (back-to-back
+            # transactions): one stat per transaction, the COMMIT's check still catches a move.
+            if (time.monotonic() - self._unmoved_at > FILE_RECHECK_SECONDS
+                    and self._file_moved()):
                 raise self._database.moved_error(self._file_path)  # before the old file's WAL
             if self._reopen_pending:
                 self._reopen()
@@ -453,7 +467,8 @@ class SQLiteConnection(WriteTracking, GuardedConnection):
     def data_version(self) -> int:
         """SQLite's counter that changes when another connection commits."""
         with self._use:
-            return self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
+            version: int = self._execute_raw("PRAGMA data_version", ()).fetchall()[0][0]
+            return version
 
     def set_busy_timeout(self, seconds: float, remember: bool = True) -> None:
         """How long SQLite waits for a lock in the next statements (`begin_write` too).
@@ -534,9 +549,9 @@ class SQLiteDatabase(Database):
         self.config = config
         self._filename = config.path or ":memory:"
         self._wrapper_types: dict[type, type] = {}
-        self._memory_keeper = None
+        self._memory_keeper: Any = None
         if config.in_memory:
-            self._target = f"file:/storemgr-{uuid.uuid4().hex}?vfs=memdb"
+            self._target: str | None = f"file:/storemgr-{uuid.uuid4().hex}?vfs=memdb"
             self._memory_keeper = self.raw_connect()
         else:
             self._target = config.path
@@ -544,7 +559,7 @@ class SQLiteDatabase(Database):
 
     def absolute_path(self) -> str | None:
         """The file's absolute path as a connection opened now resolves it; None in memory."""
-        return None if self.config.in_memory else os.path.abspath(self.config.path)
+        return None if self.config.path is None else os.path.abspath(self.config.path)
 
     @staticmethod
     def file_identity(path: str | None) -> tuple[int, int] | None:
@@ -582,6 +597,7 @@ class SQLiteDatabase(Database):
                 raw.execute("PRAGMA foreign_keys = %s" % config.foreign_keys)
             if read_only:
                 raw.execute("PRAGMA query_only = 1")
+                raw.execute("PRAGMA cache_size = %d" % READER_CACHE_SIZE)
         except dbapi.Error as error:
             raise self.wrap_dbapi_error(error, f"cannot open {config.describe()}: ") from None
         if self.on_connect is not None:
@@ -598,7 +614,7 @@ class SQLiteDatabase(Database):
                             if issubclass(error_type, getattr(dbapi, storm_type.__name__))),
                            storm_errors.Error)
             self._wrapper_types[error_type] = wrapper
-        wrapped = self._wrap_exception(wrapper, error)
+        wrapped: Exception = self._wrap_exception(wrapper, error)
         if prefix:
             wrapped.args = (prefix + str(error),)
         for name in ("sqlite_errorcode", "sqlite_errorname"):

@@ -174,7 +174,8 @@ class _Response:
         self.status: str | None = None
         self.wrote = False  # the legacy write() callable sent body bytes
 
-    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+                       ) -> Callable[[bytes], object]:
         self.status = status
         write = self.server_start_response(status, headers, exc_info)
 
@@ -201,7 +202,8 @@ class TransactionMiddleware:
         self.names = None if names is None else frozenset(names)
         self.commit_status = commit_status
 
-    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
         outer = self._outer_scope()
         if outer is not None:
             return self._joined(outer, environ, start_response)
@@ -230,7 +232,7 @@ class TransactionMiddleware:
             _end_quietly(scope)
         return None
 
-    def _joined(self, outer: RequestScope, environ: dict,
+    def _joined(self, outer: RequestScope, environ: dict[str, Any],
                 start_response: Callable[..., Any]) -> Iterable[bytes]:
         response = _Response(start_response)
         try:
@@ -292,6 +294,7 @@ class _ScopedBody:
             raise
         scope.running = False
         if following is not _NOTHING:
+            chunk: bytes
             chunk, self._pending = self._pending, following
             self._handed = True
             return chunk
@@ -324,7 +327,8 @@ class _ScopedBody:
         if last is _NOTHING:
             raise StopIteration
         self._handed = True
-        return last
+        body: bytes = last
+        return body
 
     def _fail(self) -> None:
         self._finished = True

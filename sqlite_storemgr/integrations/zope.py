@@ -17,6 +17,7 @@ from ..backends.dialect import busy_phase
 from ..errors import ConfigError, DatabaseLockedError, StrategyError
 from ..scopes import add_process_hook, remove_process_hook
 from ..stores import ManagedStore
+from ..strategies import Strategy
 from ..threadlocal import ThreadStores
 
 try:
@@ -30,7 +31,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 __all__ = ["join_transaction_manager", "TransactionJoin", "StoreDataManager"]
 
 
-def _joinable(strategy: Any) -> bool:
+def _joinable(strategy: Strategy) -> bool:
     return strategy.joins_foreign_transaction
 
 
@@ -180,7 +181,7 @@ class StoreDataManager:
         # "aa": before resources that can prepare (ZStorm's order for non-TPC stores).
         return f"aa_sqlite_storemgr_{self._store.name}_{id(self)}"
 
-    def should_retry(self, error: BaseException) -> bool:
+    def should_retry(self, error: BaseException | None) -> bool:
         """Lock conflicts are worth re-running the whole transaction for."""
         seen = set()
         while error is not None and id(error) not in seen:

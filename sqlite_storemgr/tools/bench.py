@@ -12,7 +12,7 @@ Workloads (T threads, each unit one ~100-byte row):
   p99 they measured before the writers started.  Baselines have no readers.
 
 Baselines: the serial ceiling (raw pysqlite3, one thread, ``BEGIN IMMEDIATE;
-INSERT; COMMIT`` per unit), the single-transaction upper bound, the thread
+INSERT; COMMIT`` per unit; under ``rmw`` the counter's SELECT and UPDATE instead), the single-transaction upper bound, the thread
 handoff bound (the same threads handing empty units to one worker thread: what
 any writer thread costs before it runs any SQL), Storm as-is
 (a Store per thread on Storm's stock SQLite backend), and peewee's
@@ -26,6 +26,7 @@ a baseline that fails at its full lock timeout cannot stall the run.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import pysqlite3.dbapi2 as dbapi
+from storm.store import Store
 
 from ..errors import ConfigError
 from ..manager import StoreManager
@@ -46,14 +48,18 @@ from ..work_items import LINGER_SECONDS
 
 PAYLOAD = "x" * 100
 WORKLOADS = ("insert", "rmw", "mixed")
-BASELINES = ("transaction", "handoff", "storm", "peewee")  # the serial ceiling always runs
+BASELINES = ("transaction", "handoff", "bulk", "nolog", "storm", "peewee", "rss")
+# (the serial ceiling always runs)
 READERS = 4            # reader threads of the mixed workload
 IDLE_READS = 200       # reads each reader times before the writers start
+RSS_STORES = 200       # threads each holding an idle read store, for the RSS figure
 READ_PAUSE = 0.001     # seconds a reader pauses between reads
 DEFAULT_MAX_SECONDS = 10.0  # per threaded setup
 WARM_WAL_PAGES = 1100  # past SQLite's default autocheckpoint of 1000 pages
 Progress = Callable[[str, int, int], None]  # (label of the setup starting, done, total)
 ITEM, COUNTER = "storemgr_bench_item", "storemgr_bench_counter"
+TRANSACTION_ROW = "one transaction (upper bound)"
+BULK_ROW = "sqlite_storemgr queue submit_many (bulk)"
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Result:
     read_latencies: list[float] = field(default_factory=list, repr=False)
     idle_read_latencies: list[float] = field(default_factory=list, repr=False)
     reads_failed: int | None = None
+    threads: int | None = None  # set on the threaded rows of a thread-count sweep
 
     @property
     def per_second(self) -> float:
@@ -77,7 +84,7 @@ class Result:
     def percentile(self, fraction: float) -> float:
         return _percentile(self.latencies, fraction)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         figures = {key: value for key, value in asdict(self).items()
                    if not key.endswith("latencies")}
         reads = bool(self.read_latencies)
@@ -205,10 +212,11 @@ def _counter(target: Target) -> int:
     with closing(target.connect()) as connection:
         cursor = connection.cursor()
         cursor.execute(f"SELECT n FROM {COUNTER} WHERE id = 1")
-        return cursor.fetchone()[0]
+        count: int = cursor.fetchone()[0]
+        return count
 
 
-def _threaded(name: str, threads: int, units: int, unit: Callable[[], None],
+def _threaded(name: str, threads: int, units: int, unit: Callable[[], object],
               setup: Callable[[], None] | None = None,
               teardown: Callable[[], None] | None = None, max_seconds: float = math.inf
               ) -> Result:
@@ -297,9 +305,16 @@ def _with_readers(run_writers: Callable[[], Result], read: Callable[[], None]) -
     return result
 
 
-def serial_ceiling(target: Target, units: int, max_seconds: float = math.inf) -> Result:
-    """One connection, one thread, one transaction per unit: what one writer can do."""
+def serial_ceiling(target: Target, units: int, max_seconds: float = math.inf,
+                   workload: str = "insert") -> Result:
+    """One connection, one thread, one transaction per unit: what one writer can do.
+
+    The unit is the workload's own (``rmw``: the counter read and written back), so
+    a strategy's ratio compares the same work done serially and raw.
+    """
     insert = target.sql(f"INSERT INTO {ITEM} (payload) VALUES (?)")
+    read = f"SELECT n FROM {COUNTER} WHERE id = 1"
+    update = target.sql(f"UPDATE {COUNTER} SET n = ? WHERE id = 1")
     latencies = []
     with closing(target.connect()) as connection:
         cursor = connection.cursor()
@@ -310,7 +325,11 @@ def serial_ceiling(target: Target, units: int, max_seconds: float = math.inf) ->
             if unit_began > stop_at:
                 break
             cursor.execute(target.begin)
-            cursor.execute(insert, (PAYLOAD,))
+            if workload == "rmw":
+                cursor.execute(read)
+                cursor.execute(update, (cursor.fetchone()[0] + 1,))
+            else:
+                cursor.execute(insert, (PAYLOAD,))
             cursor.execute("COMMIT")
             latencies.append(time.perf_counter() - unit_began)
         seconds = time.perf_counter() - began
@@ -329,7 +348,7 @@ def handoff_bound(threads: int, units: int, max_seconds: float = math.inf) -> Re
     (a fast commit, as at ``synchronous=normal``), a writer thread cannot reach
     the ceiling either.
     """
-    pending: deque = deque()
+    pending: deque[list[Any]] = deque()
     wake = threading.Condition()
     state = {"wanted": 1, "waiting": False, "stopping": False}
 
@@ -356,7 +375,7 @@ def handoff_bound(threads: int, units: int, max_seconds: float = math.inf) -> Re
             batch[0][0].release()
 
     def unit() -> None:
-        waiter = [allocate_lock(), None]  # [its lock, the waiter to wake after it]
+        waiter: list[Any] = [allocate_lock(), None]  # [its lock, the waiter to wake after it]
         waiter[0].acquire()
         with wake:
             pending.append(waiter)
@@ -387,18 +406,19 @@ def single_transaction(target: Target, units: int) -> Result:
         cursor.executemany(target.sql(f"INSERT INTO {ITEM} (payload) VALUES (?)"),
                            ((PAYLOAD,),) * units)
         cursor.execute("COMMIT")
-        return Result("one transaction (upper bound)", units, time.perf_counter() - began)
+        return Result(TRANSACTION_ROW, units, time.perf_counter() - began)
 
 
-def _insert(store) -> None:
+def _insert(store: Store) -> None:
     store.execute(f"INSERT INTO {ITEM} (payload) VALUES (?)", (PAYLOAD,), noresult=True)
 
 
-def _read(store) -> int:
-    return store.execute(f"SELECT n FROM {COUNTER} WHERE id = 1").get_one()[0]
+def _read(store: Store) -> int:
+    value: int = store.execute(f"SELECT n FROM {COUNTER} WHERE id = 1").get_one()[0]
+    return value
 
 
-def _increment(store) -> int:
+def _increment(store: Store) -> int:
     value = _read(store) + 1
     store.execute(f"UPDATE {COUNTER} SET n = ? WHERE id = 1", (value,), noresult=True)
     return value
@@ -426,6 +446,80 @@ def strategy_run(target: Target, strategy: str, threads: int, units: int, worklo
     finally:
         manager.close()
     return _lost(result, target, workload)
+
+
+def bulk_run(target: Target, units: int) -> Result:
+    """One producer hands every unit to ``queue`` at once (`submit_many`), then waits for all."""
+    manager = StoreManager()
+    manager.configure("bench", target.manager_uri("queue"))
+    try:
+        began = time.perf_counter()
+        futures = manager.submit_many(_insert, [()] * units)
+        failed = sum(future.exception() is not None for future in futures)
+        seconds = time.perf_counter() - began
+    finally:
+        manager.close()
+    return Result(BULK_ROW, units, seconds, failed)
+
+
+def logging_off_run(target: Target, threads: int, units: int, workload: str,
+                    max_seconds: float = math.inf) -> Result:
+    """The ``queue`` setup again with ``logging.disable()``: what the logging costs when off
+    (the default configuration's row is ``sqlite_storemgr queue``)."""
+    logging.disable(logging.CRITICAL)
+    try:
+        result = strategy_run(target, "queue", threads, units, workload, max_seconds)
+    finally:
+        logging.disable(logging.NOTSET)
+    result.name = "sqlite_storemgr queue, logging.disable()"
+    return result
+
+
+def reader_store_rss(target: SQLiteTarget, stores: int = RSS_STORES) -> float:
+    """KiB of RSS per idle read store: ``stores`` threads each open one and read a row.
+
+    RSS is taken with the threads started and idle, then once each holds its
+    store, so the threads' own stacks are not counted.
+    """
+    manager = StoreManager()
+    manager.configure("bench", target.manager_uri("queue"))
+    go, opened, done = threading.Event(), threading.Barrier(stores + 1), threading.Event()
+    started = threading.Barrier(stores + 1)
+
+    def holder() -> None:
+        started.wait()
+        go.wait()
+        try:
+            _read(manager.get_store("bench"))
+        finally:
+            opened.wait()
+            done.wait()
+
+    holders = [threading.Thread(target=holder) for _ in range(stores)]
+    try:
+        for thread in holders:
+            thread.start()
+        started.wait()
+        before = _rss_bytes()
+        go.set()
+        opened.wait()
+        after = _rss_bytes()
+    finally:
+        go.set()
+        done.set()
+        for thread in holders:
+            thread.join()
+        manager.close()
+    return (after - before) / stores / 1024
+
+
+def _rss_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``; elsewhere 0, reported as such)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 def storm_as_is(target: Target, threads: int, units: int, workload: str,
@@ -474,32 +568,29 @@ def peewee_queue(target: SQLiteTarget, threads: int, units: int, workload: str,
         database.close()
 
 
-def run(threads: int = 16, units: int = 10000, workload: str = "insert",
+def run(threads: int | tuple[int, ...] = 16, units: int = 10000, workload: str = "insert",
         synchronous: str = "full", strategies: tuple[str, ...] = STRATEGIES,
         directory: str | None = None, progress: Progress = lambda *_: None,
         baselines: tuple[str, ...] = BASELINES, max_seconds: float = DEFAULT_MAX_SECONDS,
         postgres: PostgresConfig | None = None) -> list[Result]:
     """Run the serial ceiling, the baselines and the strategies, each on fresh tables.
 
-    On SQLite every setup gets a new file in a temporary directory (under
-    ``directory``); with ``postgres`` every setup recreates the benchmark tables
-    in that database.  ``progress(label, done, total)`` is called before each
-    setup and once at the end.
+    ``threads`` may be several counts (a sweep): the threaded setups then run
+    at each count, their rows saying which.  On SQLite every setup gets a new
+    file in a temporary directory (under ``directory``); with ``postgres`` every
+    setup recreates the benchmark tables in that database.
+    ``progress(label, done, total)`` is called before each setup and once at the end.
     """
-    threaded = (threads, units, workload, max_seconds)
+    counts = (threads,) if isinstance(threads, int) else tuple(threads)
     steps: list[tuple[str, Callable[[Target], Result | None]]] = [
-        ("serial ceiling", lambda target: serial_ceiling(target, units, max_seconds))]
+        ("serial ceiling", lambda target: serial_ceiling(target, units, max_seconds, workload))]
     if "transaction" in baselines:
         steps.append(("one transaction", lambda target: single_transaction(target, units)))
-    if "handoff" in baselines:
-        steps.append(("thread handoff", lambda target: handoff_bound(threads, units, max_seconds)))
-    steps += [(f"sqlite_storemgr {strategy}",
-               lambda target, strategy=strategy: strategy_run(target, strategy, *threaded))
-              for strategy in strategies]
-    if "storm" in baselines:
-        steps.append(("Storm as-is", lambda target: storm_as_is(target, *threaded)))
-    if "peewee" in baselines and workload != "rmw" and postgres is None:
-        steps.append(("peewee", lambda target: peewee_queue(target, *threaded)))
+    if "bulk" in baselines:
+        steps.append(("queue submit_many", lambda target: bulk_run(target, units)))
+    for count in counts:
+        steps += _threaded_steps(count, units, workload, strategies, baselines, max_seconds,
+                                 postgres is not None, sweep=len(counts) > 1)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         for index, (label, step) in enumerate(steps):
@@ -519,6 +610,58 @@ def run(threads: int = 16, units: int = 10000, workload: str = "insert",
     return results
 
 
+def _threaded_steps(threads: int, units: int, workload: str, strategies: tuple[str, ...],
+                    baselines: tuple[str, ...], max_seconds: float, postgres: bool, sweep: bool
+                    ) -> list[tuple[str, Callable[[Target], Result | None]]]:
+    """The setups that run at a thread count; in a sweep their rows carry the count."""
+    threaded = (threads, units, workload, max_seconds)
+    steps: list[tuple[str, Callable[[Target], Result | None]]] = []
+    if "handoff" in baselines:
+        steps.append(("thread handoff", lambda target: handoff_bound(threads, units, max_seconds)))
+    steps += [(f"sqlite_storemgr {strategy}",
+               lambda target, strategy=strategy: strategy_run(  # type: ignore[misc]  # binds the loop's strategy
+                   target, strategy, *threaded))
+              for strategy in strategies]
+    if "nolog" in baselines:
+        steps.append(("queue, logging off", lambda target: logging_off_run(target, *threaded)))
+    if "storm" in baselines:
+        steps.append(("Storm as-is", lambda target: storm_as_is(target, *threaded)))
+    if "peewee" in baselines and workload != "rmw" and not postgres:
+        steps.append(("peewee", lambda target: peewee_queue(  # not postgres: a SQLiteTarget
+            target, *threaded)))  # type: ignore[arg-type]
+    if not sweep:
+        return steps
+
+    def counted(step: Callable[[Target], Result | None]) -> Callable[[Target], Result | None]:
+        def run_counted(target: Target) -> Result | None:
+            result = step(target)
+            if result is not None:
+                result.threads = threads
+            return result
+        return run_counted
+
+    return [(f"{label}, {threads} threads", counted(step)) for label, step in steps]
+
+
+def measure_reader_rss(synchronous: str, directory: str | None = None) -> float:
+    """`reader_store_rss` on a fresh SQLite file (in a temporary directory under ``directory``)."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        target = SQLiteTarget(os.path.join(tmp, "rss.db"), synchronous)
+        try:
+            return reader_store_rss(target)
+        finally:
+            target.close()
+
+
+def logging_cost(results: list[Result]) -> list[tuple[int | None, float]]:
+    """(threads, queue's rate with logging off / with the default configuration) per count."""
+    rates = {(r.threads, r.name): r.per_second for r in results}
+    return [(threads, rate / rates[(threads, "sqlite_storemgr queue")])
+            for (threads, name), rate in rates.items()
+            if name == "sqlite_storemgr queue, logging.disable()"
+            and rates.get((threads, "sqlite_storemgr queue"))]
+
+
 def _lost(result: Result, target: Target, workload: str) -> Result:
     if workload == "rmw":
         result.lost_updates = (result.units - result.failed) - _counter(target)
@@ -535,7 +678,10 @@ def format_table(results: list[Result], ratio_title: str = "x ceiling",
         return f"{_percentile(values, fraction) * 1000:.3f}"
 
     columns: list[tuple[str, int, Callable[[Result], str]]] = [
-        ("setup", -38, lambda r: r.name),
+        ("setup", -42, lambda r: r.name)]
+    if any(r.threads is not None for r in results):
+        columns.append(("threads", 7, lambda r: "" if r.threads is None else str(r.threads)))
+    columns += [
         (unit_title, 10, lambda r: f"{r.per_second:.0f}{'*' if r.stopped_early else ''}"),
         (ratio_title, 9, lambda r: f"{r.ratio:.2f}"),
         ("failed", 7, lambda r: str(r.failed)),

@@ -9,7 +9,7 @@ import os
 import sys
 from contextlib import closing, contextmanager
 from importlib import metadata
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pysqlite3.dbapi2 as dbapi
 import storm
@@ -19,6 +19,8 @@ from . import bench, django_bench
 from ..backends.sqlite import SQLiteDatabase
 from ..errors import ConfigError
 from ..uri import STRATEGIES, SYNCHRONOUS, PostgresConfig, SQLiteConfig, parse_uri
+
+N = TypeVar("N", int, float)
 
 SQLITE_MEANING = {
     "queue": "one writer thread owns the only write connection and group-commits queued "
@@ -77,6 +79,12 @@ def _baselines(args: argparse.Namespace, postgres: bool) -> tuple[str, ...]:
     asked = args.baselines is not None
     baselines = (_names("--baselines", args.baselines, bench.BASELINES) if asked
                  else bench.BASELINES)
+    if postgres and "rss" in baselines:
+        problem: str | None = "it measures SQLite read stores; a PostgreSQL run has none"
+        if asked:
+            raise ConfigError(f"baseline rss cannot run: {problem}")
+        print(f"storemgr: skipping the rss baseline: {problem}", file=sys.stderr)
+        baselines = tuple(name for name in baselines if name != "rss")
     problem = _peewee_problem(args.workload, postgres) if "peewee" in baselines else None
     if problem is None:
         return baselines
@@ -88,6 +96,7 @@ def _baselines(args: argparse.Namespace, postgres: bool) -> tuple[str, ...]:
 
 def _run_directory(config: SQLiteConfig) -> str:
     """The existing directory of a ``sqlite:`` file, where bench makes its runs' files."""
+    assert config.path is not None  # `_sqlite_file` refused the in-memory database
     directory = os.path.dirname(os.path.abspath(config.path))
     if not os.path.isdir(directory):
         problem = (f"{directory!r} is not a directory" if os.path.exists(directory)
@@ -109,20 +118,56 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.uri:
         directory = _run_directory(_sqlite_file(args.uri, "bench"))
     baselines = _baselines(args, postgres is not None)
+    threads = args.threads[0] if len(args.threads) == 1 else args.threads
     with _progress(args) as progress:
-        results = bench.run(args.threads, args.units, args.workload, args.synchronous,
+        results = bench.run(threads, args.units, args.workload, args.synchronous,
                             strategies, directory, progress=progress, baselines=baselines,
                             max_seconds=args.max_seconds, postgres=postgres)
+        rss = None
+        if "rss" in baselines:
+            progress("reader store RSS", 0, 1)
+            rss = bench.measure_reader_rss(args.synchronous, directory)
+    notes = _bench_notes(results, rss)
     if args.json:
-        print(json.dumps({"workload": args.workload, "threads": args.threads,
+        print(json.dumps({"workload": args.workload,
+                          "threads": threads if isinstance(threads, int) else list(threads),
                           "units": args.units, "synchronous": args.synchronous,
                           "database": database, "sqlite_version": dbapi.sqlite_version,
-                          "results": [result.summary() for result in results]}, indent=2))
+                          "results": [result.summary() for result in results], **notes},
+                         indent=2))
     else:
-        print(f"workload={args.workload} threads={args.threads} units={args.units} "
+        counts = ",".join(map(str, args.threads))
+        print(f"workload={args.workload} threads={counts} units={args.units} "
               f"synchronous={args.synchronous} {database}")
         print(bench.format_table(results))
+        for line in _note_lines(notes):
+            print(line)
     return 0
+
+
+def _bench_notes(results: list[bench.Result], rss: float | None) -> dict[str, Any]:
+    """The figures printed under the table: bulk against one transaction, logging's cost, RSS."""
+    rates = {result.name: result.per_second for result in results if result.threads is None}
+    bulk, one = rates.get(bench.BULK_ROW), rates.get(bench.TRANSACTION_ROW)
+    return {"bulk_vs_transaction": round(bulk / one, 4) if bulk and one else None,
+            "logging_off_vs_default": [{"threads": threads, "ratio": round(ratio, 3)}
+                                       for threads, ratio in bench.logging_cost(results)],
+            "reader_store_rss_kib": None if rss is None else round(rss, 1)}
+
+
+def _note_lines(notes: dict[str, Any]) -> list[str]:
+    lines = []
+    if notes["bulk_vs_transaction"] is not None:
+        lines.append(f"bulk: submit_many runs at {notes['bulk_vs_transaction']:.3f}x "
+                     "one transaction (the upper bound)")
+    for cost in notes["logging_off_vs_default"]:
+        where = "" if cost["threads"] is None else f" at {cost['threads']} threads"
+        lines.append(f"logging: queue with logging.disable() / default configuration"
+                     f"{where}: {cost['ratio']:.2f}")
+    if notes["reader_store_rss_kib"] is not None:
+        lines.append(f"reader stores: {notes['reader_store_rss_kib']:.1f} KiB RSS per idle "
+                     f"thread store ({bench.RSS_STORES} threads, each after one read)")
+    return lines
 
 
 def _bench_django(args: argparse.Namespace, strategies: tuple[str, ...]) -> int:
@@ -133,17 +178,21 @@ def _bench_django(args: argparse.Namespace, strategies: tuple[str, ...]) -> int:
     config = parse_uri(args.uri) if args.uri else None
     if isinstance(config, PostgresConfig):
         raise ConfigError("bench --django runs on SQLite files only")
+    if len(args.threads) > 1:
+        raise ConfigError("bench --django runs at one thread count; --threads 1,4,... "
+                          "sweeps the other workloads")
+    threads = args.threads[0]
     directory = _run_directory(_sqlite_file(args.uri, "bench")) if args.uri else None
     with _progress(args) as progress:
-        results = django_bench.run(args.threads, args.units, args.synchronous, strategies,
+        results = django_bench.run(threads, args.units, args.synchronous, strategies,
                                    directory, progress=progress, max_seconds=args.max_seconds)
     if args.json:
-        print(json.dumps({"django": True, "threads": args.threads, "requests": args.units,
+        print(json.dumps({"django": True, "threads": threads, "requests": args.units,
                           "synchronous": args.synchronous, "sqlite_version": dbapi.sqlite_version,
                           "mix": django_bench.MIX,
                           "results": [result.summary() for result in results]}, indent=2))
     else:
-        print(f"django requests={args.units} threads={args.threads} "
+        print(f"django requests={args.units} threads={threads} "
               f"synchronous={args.synchronous} SQLite {dbapi.sqlite_version}; {django_bench.MIX}")
         print(bench.format_table(results, ratio_title="x stock", unit_title="requests/s"))
     return 0
@@ -192,7 +241,7 @@ def _require_file(path: str, command: str) -> None:
         raise ConfigError(f"{path!r} is a directory, not a database file")
 
 
-def _pragmas_in_effect(config: SQLiteConfig) -> dict:
+def _pragmas_in_effect(config: SQLiteConfig) -> dict[str, Any]:
     """The pragmas a manager's connection has, by the names URIs use, read without changes.
 
     The connection is opened read-only, so the file's journal mode is reported
@@ -221,7 +270,7 @@ def _info(args: argparse.Namespace) -> int:
         "database": (config.path or ":memory:") if sqlite else config.describe(),
         "strategy": config.strategy, "timeout": config.timeout,
         "on_locked": config.on_locked, "batch": config.batch, "queue_size": config.queue_size,
-        **({"pragmas": _pragmas_in_effect(config)} if sqlite else
+        **({"pragmas": _pragmas_in_effect(config)} if isinstance(config, SQLiteConfig) else
            {"isolation": config.isolation}),
         "versions": {"sqlite": dbapi.sqlite_version, "pysqlite3": metadata.version("pysqlite3"),
                      "storm": storm.version},
@@ -239,6 +288,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = _sqlite_file(args.uri, "check")
+    assert config.path is not None  # `_sqlite_file` refused the in-memory database
     _require_file(config.path, "check")
     wal = config.path + "-wal"
     try:
@@ -258,15 +308,26 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _positive(kind: type) -> Callable[[str], float]:
+def _positive(kind: type[N]) -> Callable[[str], N]:
     """An argparse type: a number of ``kind`` greater than 0."""
-    def convert(text: str) -> float:
+    def convert(text: str) -> N:
         value = kind(text)
         if not value > 0:
             raise ValueError(text)
         return value
     convert.__name__ = f"positive {kind.__name__}"  # argparse names it in its message
     return convert
+
+
+def _thread_counts(text: str) -> tuple[int, ...]:
+    """An argparse type: one thread count or several, comma-separated (a sweep)."""
+    counts = tuple(_positive(int)(part) for part in text.split(","))
+    if len(set(counts)) < len(counts):
+        raise ValueError(text)
+    return counts
+
+
+_thread_counts.__name__ = "comma-separated positive int"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("uri", nargs="?", help="a sqlite: URI whose directory holds the runs "
                      "(default: a temporary directory), or a postgres:// URI whose database "
                      "gets the benchmark tables")
-    run.add_argument("--threads", type=_positive(int), default=16)
+    run.add_argument("--threads", type=_thread_counts, default=(16,),
+                     help="threads per setup, or several counts comma-separated (e.g. "
+                     "1,4,16,64,256): the threaded setups then run at each, one table")
     run.add_argument("--units", type=_positive(int), default=10000, help="units per setup")
     run.add_argument("--workload", choices=bench.WORKLOADS, default="insert",
                      help="insert: one INSERT per unit; rmw: read a counter, write it back "
@@ -326,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except ConfigError as error:
         print(f"storemgr: {error}", file=sys.stderr)
         return 2

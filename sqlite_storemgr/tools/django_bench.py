@@ -45,10 +45,11 @@ class CurrentSetup:
     """Django database router: every query goes to the database of the setup running now."""
 
     def db_for_read(self, model: Any, **hints: Any) -> str | None:
-        return _current["alias"]
+        alias: str | None = _current["alias"]
+        return alias
 
     def db_for_write(self, model: Any, **hints: Any) -> str | None:
-        return _current["alias"]
+        return self.db_for_read(model, **hints)
 
 
 def post_note(request: Any) -> Any:
@@ -84,9 +85,10 @@ def _store(strategy: str) -> str:
     return f"bench_{strategy}"
 
 
-def _databases(directory: str, synchronous: str, strategies: tuple[str, ...]) -> dict:
+def _databases(directory: str, synchronous: str, strategies: tuple[str, ...]
+               ) -> dict[str, dict[str, Any]]:
     """One database per setup, each its own file in ``directory``."""
-    databases: dict[str, dict] = {"default": {}}
+    databases: dict[str, dict[str, Any]] = {"default": {}}
     databases["stock"] = {
         "ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(directory, "stock.db"),
         "CONN_MAX_AGE": None,
@@ -102,7 +104,7 @@ def _databases(directory: str, synchronous: str, strategies: tuple[str, ...]) ->
     return databases
 
 
-def _set_up_django(databases: dict) -> None:
+def _set_up_django(databases: dict[str, dict[str, Any]]) -> None:
     """Configure Django for this process: the bench's databases, views and models."""
     try:
         import django
@@ -122,15 +124,15 @@ def _set_up_django(databases: dict) -> None:
     from django.db import models
 
     class Note(models.Model):
-        text = models.TextField()
-        number = models.PositiveIntegerField()
+        text: models.TextField[str, str] = models.TextField()
+        number: models.PositiveIntegerField[int, int] = models.PositiveIntegerField()
 
         class Meta:
             app_label = "storemgr_bench"
 
     class Counter(models.Model):
-        name = models.CharField(max_length=50, unique=True)
-        value = models.PositiveIntegerField(default=0)
+        name: models.CharField[str, str] = models.CharField(max_length=50, unique=True)
+        value: models.PositiveIntegerField[int, int] = models.PositiveIntegerField(default=0)
 
         class Meta:
             app_label = "storemgr_bench"
@@ -168,7 +170,7 @@ class _Client:
             "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
             "CONTENT_TYPE": "text/plain; charset=utf-8", "wsgi.errors": sys.stderr,
             "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False}
-        response = self.handler(environ, lambda status, headers, exc_info=None:
+        response = self.handler(environ, lambda status, headers, exc_info=None:  # type: ignore[arg-type]  # records the status only
                                 answer.append(status))
         try:
             b"".join(response)

@@ -37,5 +37,6 @@ def install_retrying_atomic() -> None:
             return retrying(lambda: decorated(*args, **kwargs))
         return inner
 
+    # Django's Atomic.__call__ patched once, marked so (django-stubs types neither).
     __call__._sqlite_storemgr = True  # type: ignore[attr-defined]
-    atomic_class.__call__ = __call__  # type: ignore[method-assign]
+    atomic_class.__call__ = __call__  # type: ignore[method-assign,assignment]

@@ -33,7 +33,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished, request_started
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.sqlite3 import base as sqlite3_base
-from django.db.backends.utils import debug_transaction
+from django.db.backends.utils import debug_transaction  # type: ignore[attr-defined]  # private Django API, not in django-stubs
 from django.db.utils import DatabaseError as DjangoDatabaseError
 
 import sqlite_storemgr as sm
@@ -53,10 +53,11 @@ from .statements import changes_data, convert_query, materialize, run_statement
 
 __all__ = ["DatabaseWrapper", "StoreConnection", "StoreCursor", "in_request"]
 
-# Django's own adapters, on the SQLite library this engine uses (Django sets them on sqlite3).
+# Django's own adapters, on the SQLite library this engine uses (Django sets them on sqlite3;
+# they are private, so django-stubs lacks them).
 dbapi.register_adapter(decimal.Decimal, str)
-dbapi.register_adapter(datetime.date, sqlite3_base.adapt_date)
-dbapi.register_adapter(datetime.datetime, sqlite3_base.adapt_datetime)
+dbapi.register_adapter(datetime.date, sqlite3_base.adapt_date)  # type: ignore[attr-defined]
+dbapi.register_adapter(datetime.datetime, sqlite3_base.adapt_datetime)  # type: ignore[attr-defined]
 
 _requests = threading.local()
 
@@ -132,10 +133,10 @@ class StoreCursor(RowIteration):
     def fetchone(self) -> Any:
         return self._current().fetchone()
 
-    def fetchmany(self, size: int | None = None) -> list:
+    def fetchmany(self, size: int | None = None) -> Any:
         return self._current().fetchmany(size or self.arraysize)
 
-    def fetchall(self) -> list:
+    def fetchall(self) -> Any:
         return self._current().fetchall()
 
     @property
@@ -183,10 +184,12 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
     """Django's SQLite backend with the store manager's connections and units."""
 
     Database = dbapi
+    # Django 5 keeps (savepoint ids, callback, robust); django-stubs still says pairs.
+    run_on_commit: list[tuple[set[str], Callable[[], Any], bool]]  # type: ignore[assignment]
     creation_class = DatabaseCreation
     features_class = DatabaseFeatures
 
-    def __init__(self, settings_dict: dict, alias: str = "default"):
+    def __init__(self, settings_dict: dict[str, Any], alias: str = "default"):
         self._needs_rollback = False
         self._doomed_store: ManagedStore | None = None
         self._unit: Any = None  # the context manager of the unit this wrapper opened
@@ -206,16 +209,16 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         self.ensure_connection()  # the first connection configures the manager's database
         return self.manager.strategy(self.spec.store)
 
-    def get_connection_params(self) -> dict:
+    def get_connection_params(self) -> dict[str, Any]:
         if self.settings_dict.get("NAME") is None:
             raise ImproperlyConfigured(
                 "settings.DATABASES is improperly configured. Please supply the NAME value.")
         self.spec = database_spec(self.settings_dict, self.alias)
         self.transaction_mode = None
-        self.init_commands = []
+        self.init_commands: list[str] = []
         return {}
 
-    def get_new_connection(self, conn_params: dict) -> StoreConnection:
+    def get_new_connection(self, conn_params: dict[str, Any]) -> StoreConnection:
         ensure_database(self.manager, self.spec)
         return StoreConnection(self)
 
@@ -415,7 +418,8 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         around the pragma.  See docs/django.md (a core hook would avoid it).
         """
         connection = store.connection
-        wanted = "ON" if on and self.strategy().config.foreign_keys != "off" else "OFF"
+        config = self.strategy().config  # a SQLiteConfig: the engine's databases are files
+        wanted = "ON" if on and config.foreign_keys != "off" else "OFF"  # type: ignore[union-attr]
         cursor = connection.shared_cursor()
         try:
             cursor.execute("COMMIT")

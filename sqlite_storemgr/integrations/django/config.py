@@ -16,12 +16,12 @@ from urllib.parse import quote
 
 from ...errors import ConfigError
 from ...manager import StoreManager
-from ...uri import SQLiteConfig, parse_uri
+from ...uri import PostgresConfig, SQLiteConfig, parse_uri
 
 __all__ = ["DatabaseSpec", "database_spec", "ensure_database", "forget_database"]
 
 _lock = threading.Lock()
-_configured_here: dict[tuple[int, str], SQLiteConfig] = {}  # (id(manager), name) -> config
+_configured_here: dict[tuple[int, str], SQLiteConfig | PostgresConfig] = {}  # (id(manager), name) -> config
 
 
 class DatabaseSpec:
@@ -52,7 +52,7 @@ def database_spec(settings: Mapping[str, Any], alias: str) -> DatabaseSpec:
     store = options.pop("store", alias)
     if not isinstance(store, str) or not store:
         raise ConfigError(f"option store={store!r} is not allowed; use a non-empty name")
-    name = settings.get("NAME")
+    name: Any = settings.get("NAME")
     path = "" if is_memory_name(name) else quote(os.path.abspath(os.fspath(name)), safe="/")
     query = "&".join(f"{quote(str(key), safe='')}={quote(_option_text(key, value), safe='')}"
                      for key, value in options.items())

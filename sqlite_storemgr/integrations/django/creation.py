@@ -10,11 +10,15 @@ database (``sqlite:``), shared by every thread until the run ends.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from django.db import NotSupportedError
 from django.db.backends.sqlite3.creation import DatabaseCreation as SQLite3Creation
 
 from .config import forget_database
+
+if TYPE_CHECKING:
+    from .base import DatabaseWrapper
 
 __all__ = ["DatabaseCreation"]
 
@@ -27,6 +31,8 @@ def _remove_files(path: str) -> None:
 
 class DatabaseCreation(SQLite3Creation):
 
+    connection: DatabaseWrapper
+
     def _let_go(self, database_name: str) -> None:
         """Close the manager's database if it is this file."""
         connection = self.connection
@@ -38,13 +44,15 @@ class DatabaseCreation(SQLite3Creation):
                 forget_database(manager, store)
 
     def _create_test_db(self, verbosity: int, autoclobber: bool, keepdb: bool = False) -> str:
-        name = self._get_test_db_name()
+        name: str = self._get_test_db_name()  # type: ignore[attr-defined]  # private Django API
         if not keepdb and not self.is_in_memory_db(name) and os.access(name, os.F_OK):
             self._let_go(name)
             for suffix in ("-wal", "-shm", "-journal"):
                 if os.path.lexists(f"{name}{suffix}"):
                     os.remove(f"{name}{suffix}")
-        return super()._create_test_db(verbosity, autoclobber, keepdb)
+        created: str = super()._create_test_db(  # type: ignore[misc]  # private Django API
+            verbosity, autoclobber, keepdb)
+        return created
 
     def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
         if test_database_name and not self.is_in_memory_db(test_database_name):

@@ -18,16 +18,16 @@ class DatabaseFeatures(SQLite3Features):
     can_alter_table_drop_column = dbapi.sqlite_version_info >= (3, 35, 5)
 
     @cached_property
-    def django_test_skips(self) -> dict[str, Any]:
+    def django_test_skips(self) -> dict[str, Any]:  # type: ignore[override]  # Django's attribute, computed once
         skips = dict(super().django_test_skips)
         if dbapi.sqlite_version_info >= (3, 47):
             skips.pop(_FIXED_IN_3_47, None)
         return skips
 
     @cached_property
-    def can_return_columns_from_insert(self) -> bool:
-        return dbapi.sqlite_version_info >= (3, 35)
+    def can_return_columns_from_insert(self) -> bool:  # type: ignore[override]  # Django's attribute, computed once
+        return bool(dbapi.sqlite_version_info >= (3, 35))
 
     @cached_property
-    def can_return_rows_from_bulk_insert(self) -> bool:
-        return dbapi.sqlite_version_info >= (3, 35)
+    def can_return_rows_from_bulk_insert(self) -> bool:  # type: ignore[override]  # Django's attribute, computed once
+        return bool(dbapi.sqlite_version_info >= (3, 35))

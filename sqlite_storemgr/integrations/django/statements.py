@@ -38,7 +38,8 @@ def convert_query(query: str, params: Any) -> str:
         return query
     if isinstance(params, Mapping):
         return query % {name: f":{name}" for name in params}
-    return FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+    converted: str = FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+    return converted
 
 
 class _GuardedConnection:
@@ -102,6 +103,6 @@ def run_statement(store: ManagedStore, statement: str, params: Any = None,
     return cursor
 
 
-def materialize(params: Iterable[Any]) -> list:
+def materialize(params: Iterable[Any]) -> list[Any]:
     """``executemany`` parameters as a list: a unit may run its statement more than once."""
     return list(params)
