@@ -186,7 +186,11 @@ class WriterQueue:
         self._thread_ident = threading.get_ident()
         store = None
         try:
-            store = self._store = self._open_store()
+            try:
+                store = self._store = self._open_store()
+            except Exception as error:
+                self._die(error, opened=False)
+                return
             while (item := self._work.take()) is not STOP:
                 self._doing = item
                 if isinstance(item, LeaseRequest):
@@ -205,8 +209,12 @@ class WriterQueue:
             if store is not None:
                 close_store(store)
 
-    def _die(self, cause: BaseException) -> None:
-        """Fail every pending future and leave the queue ready to restart a writer."""
+    def _die(self, cause: BaseException, opened: bool = True) -> None:
+        """Fail every pending future and leave the queue ready to restart a writer.
+
+        A writer that could not open its connection fails each pending unit with
+        the reason itself, as a unit opening its own store under ``mutex`` would.
+        """
         broken = WriterBrokenError(
             f"the writer thread of {self.name!r} died: {cause!r}; "
             "pending units failed, the next submit starts a new writer")
@@ -219,8 +227,13 @@ class WriterQueue:
             pending += self._work.clear()
             self._thread = self._thread_ident = self._store = self._doing = None
             self.figures.restarts += 1
-        log.error("the writer thread of %r died; %d pending unit(s) failed, the next submit "
-                  "starts a new writer", self.name, len(pending), exc_info=cause)
+        if opened:
+            log.error("the writer thread of %r died; %d pending unit(s) failed, the next "
+                      "submit starts a new writer", self.name, len(pending), exc_info=cause)
+        else:
+            log.error("the writer of %r could not open its connection; %d pending unit(s) "
+                      "failed with the reason, the next submit tries again", self.name,
+                      len(pending), exc_info=cause)
         for item in pending:
             if isinstance(item, LeaseRequest):
                 item.ready.set()
@@ -228,7 +241,7 @@ class WriterQueue:
             if future.done():
                 continue  # failed already (its deadline passed), or cancelled and told
             if future.running() or future.set_running_or_notify_cancel():
-                future.set_exception(cause if item is culprit else broken)
+                future.set_exception(cause if item is culprit or not opened else broken)
                 self.figures.failed += not getattr(item, "reads", False)
 
     # -- lifecycle and figures ---------------------------------------------

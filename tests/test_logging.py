@@ -12,7 +12,7 @@ import pysqlite3.dbapi2 as dbapi
 import pytest
 
 from _items import WRITER_THREAD_STRATEGIES, WriterKiller, insert
-from sqlite_storemgr import DatabaseLockedError, StoreManager, WriterBrokenError
+from sqlite_storemgr import ConfigError, DatabaseLockedError, StoreManager, WriterBrokenError
 from sqlite_storemgr.uri import STRATEGIES
 
 pytestmark = pytest.mark.timeout(60)
@@ -153,3 +153,27 @@ def test_a_forked_child_logs_the_connections_it_set_aside(make_manager, strategy
         logged = pipe.read()
     os.waitpid(pid, 0)
     assert f"inherited from {os.getpid()}" in logged and "set aside" in logged
+
+
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_a_writer_that_cannot_open_logs_it_and_hands_each_unit_the_reason(tmp_path, strategy,
+                                                                          caplog):
+    caplog.set_level(logging.INFO, logger="sqlite_storemgr")
+
+    def refuse(raw, read_only):
+        raise RuntimeError("no connection today")
+
+    manager = StoreManager()
+    manager.configure("main", f"sqlite:{tmp_path / 'db.sqlite'}?strategy={strategy}",
+                      on_connect=refuse)
+    try:
+        errors = [future.exception(timeout=10) for future in
+                  [manager.submit_write(insert(f"n{i}")) for i in range(3)]]
+    finally:
+        manager.close(timeout=10)
+    assert all(isinstance(error, ConfigError) and "no connection today" in str(error)
+               for error in errors), errors
+    failed = [record for record in caplog.records if record.levelno == logging.ERROR
+              and record.name == "sqlite_storemgr.writer_queue"]
+    assert failed and "could not open its connection" in failed[0].getMessage()
+    assert isinstance(failed[0].exc_info[1], ConfigError)
