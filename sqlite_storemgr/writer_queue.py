@@ -173,11 +173,9 @@ class WriterQueue:
                 batch.run(store, self._policy, self._timeout, self.figures)  # type: ignore[arg-type]
         except BaseException as error:  # the writer dies of it, as if it had run the batch
             batch.died = error
+        finally:
             self._lent_to = None
-            self._work.give_back(batch)
-            return
-        self._lent_to = None
-        self._work.give_back()
+        self._work.give_back(batch if batch.died is not None else None)
 
     # -- the writer's side -------------------------------------------------
 

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from typing import Any, Callable, cast
 
 import pysqlite3.dbapi2 as dbapi
@@ -96,11 +97,12 @@ def connections_opened() -> int:
     return _last_opened
 
 
-class RowIteration:
+class RowIteration(ABC):
     """DB-API cursor iteration: ``for row in cursor`` calls ``fetchone()`` until None."""
 
+    @abstractmethod
     def fetchone(self) -> Any:
-        raise NotImplementedError
+        """The next row, or None after the last."""
 
     def __iter__(self) -> "RowIteration":
         return self
