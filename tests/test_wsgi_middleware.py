@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import pysqlite3.dbapi2 as dbapi
 import pytest
+from waitress import wasyncore
 from waitress.server import create_server
 
 from sqlite_storemgr import (
@@ -138,15 +139,28 @@ class App:
 
 
 class Server:
-    """A waitress server on 127.0.0.1, run in a thread of this process."""
+    """A waitress server on 127.0.0.1, its loop run in a thread of this process until close().
+
+    The loop is our own rather than ``server.run()``: stopping it then needs no message
+    through waitress's trigger pipe, which a server that closed itself (its error handler
+    closes the trigger too) no longer has, and the loop thread closes every dispatcher itself.
+    """
 
     def __init__(self, app, threads=4):
         self.server = create_server(app, host="127.0.0.1", port=0, threads=threads,
-                                    clear_untrusted_proxy_headers=True,
-                                    asyncore_loop_timeout=0.05)
+                                    clear_untrusted_proxy_headers=True)
         self.port = self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    def _serve(self):
+        dispatchers = self.server._map
+        try:
+            while dispatchers and not self.stopping.is_set():
+                wasyncore.loop(timeout=0.05, map=dispatchers, count=1)
+        finally:
+            wasyncore.close_all(dispatchers, ignore_all=True)
 
     def request(self, method, path, timeout=20):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -158,14 +172,10 @@ class Server:
             connection.close()
 
     def close(self):
-        server = self.server
-
-        def stop():  # runs in the server's loop thread: closing every dispatcher ends its loop
-            for dispatcher in list(server._map.values()):
-                dispatcher.close()
-        server.trigger.pull_trigger(stop)
+        self.stopping.set()
         self.thread.join(5)
-        server.task_dispatcher.shutdown(timeout=5)
+        assert not self.thread.is_alive(), "the server's loop did not stop within 5 s"
+        self.server.task_dispatcher.shutdown(timeout=5)
 
 
 @pytest.fixture
