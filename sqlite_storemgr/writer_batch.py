@@ -126,10 +126,11 @@ class Batch:
     def __init__(self, units: list[WriteUnit]):
         self.units = units
         self.running: WriteUnit | None = None  # whose code runs now
-        self.isolated = len(units) == 1  # a savepoint per unit
+        self.isolated = False  # a savepoint per unit, once a unit of several has failed
         self.outcomes: list[tuple[UnitFuture, bool, Any]] = []
         self.aborted: tuple[WriteUnit, Exception] | None = None  # SQLite ended the transaction
         self.needs_isolation = False
+        self.failed_alone = False  # the attempt's only unit failed: roll it all back
         self.died: BaseException | None = None  # what a unit raised, run by a waiting caller
 
     def run(self, store: ManagedStore, policy: LockPolicy, timeout: float,
@@ -163,6 +164,8 @@ class Batch:
     def _attempt(self, store: ManagedStore, policy: LockPolicy, units: list[WriteUnit]) -> None:
         """One run of the units in the transaction; stops early if it cannot be committed."""
         self.outcomes, self.aborted, self.needs_isolation = [], None, False
+        self.failed_alone = False
+        alone = len(units) == 1  # its failure is the transaction's: no savepoint needed
         begin_write(store, policy)
         for unit in units:
             savepoint = store.open_savepoint() if self.isolated else None
@@ -176,6 +179,10 @@ class Batch:
             except Exception as error:
                 if busy_phase(error) is not None or isinstance(error, DisconnectionError):
                     raise  # the policy rolls the whole batch back and re-runs it
+                if alone:
+                    self.outcomes.append((unit.future, False, error))
+                    self.failed_alone = True
+                    return
                 if savepoint is None:
                     self.needs_isolation = True  # rolled back; run again with savepoints
                     return
@@ -195,7 +202,7 @@ class Batch:
 
     def _end_attempt(self, store: ManagedStore) -> None:
         """COMMIT an attempt whose units all ran; roll back one that stopped early."""
-        if self.needs_isolation or self.aborted is not None:
+        if self.needs_isolation or self.aborted is not None or self.failed_alone:
             store.rollback()
         else:
             store.commit()

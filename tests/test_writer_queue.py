@@ -195,6 +195,44 @@ def test_failing_units_in_one_batch_fail_alone_and_leave_no_trace(
 
 
 @pytest.mark.timeout(15)
+@pytest.mark.parametrize("strategy", WRITER_THREAD_STRATEGIES)
+def test_a_unit_alone_in_its_batch_runs_once_without_savepoints_and_fails_cleanly(
+        make_manager, tmp_path, strategy):
+    """A batch of one needs no savepoint: its failure rolls the transaction back, once."""
+    path = tmp_path / "alone.db"
+    mgr = make_manager(strategy, name=NAME, path=path, schema=create_tables)
+    statements: list[str] = []
+    mgr.submit_write(lambda store: store._connection._raw_connection.set_trace_callback(
+        statements.append)).result(timeout=10)
+    runs: list[int] = []
+
+    def unit(store, unit_id: int) -> int:
+        runs.append(unit_id)
+        insert_entry(store, unit_id)
+        item = Item()
+        item.name = f"value {unit_id}"
+        store.add(item)
+        store.flush()
+        if unit_id == 2:
+            raise Boom("unit 2 failed on purpose")
+        return unit_id
+
+    outcomes = []
+    for unit_id in range(1, 4):  # one at a time: each is a batch of its own
+        future = mgr.submit_write(unit, unit_id)
+        outcomes.append(future.exception(timeout=10) or future.result(timeout=10))
+    assert outcomes[0] == 1 and outcomes[2] == 3
+    assert type(outcomes[1]) is Boom and str(outcomes[1]) == "unit 2 failed on purpose"
+    assert runs == [1, 2, 3]
+    assert not any("SAVEPOINT" in statement for statement in statements), statements
+    assert statements.count("ROLLBACK") == 1
+    assert entry_ids(path) == [1, 3]
+    assert rows(path, "SELECT name FROM item ORDER BY id") == [("value 1",), ("value 3",)]
+    stats = mgr.stats(NAME)
+    assert (stats["units_committed"], stats["units_failed"]) == (1 + 1 + 2, 1)
+
+
+@pytest.mark.timeout(15)
 def test_args_kwargs_pass_through_and_a_cancelled_unit_never_runs(make_manager, tmp_path):
     path = tmp_path / "cancel.db"
     mgr = make_manager("queue", name=NAME, path=path, schema=create_tables)

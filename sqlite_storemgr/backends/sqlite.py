@@ -26,6 +26,7 @@ from storm.tracer import _tracers, trace
 from storm.uri import URI
 
 from . import forking
+from .lookaside import connect_without_lookaside
 from .dialect import (
     BUSY_BEGIN, BUSY_COMMIT, BUSY_READ, BUSY_TRANSACTION, WriteTracking, busy_phase,
     is_write_statement)
@@ -41,9 +42,11 @@ _READONLY_CODE = 8    # SQLITE_READONLY (query_only)
 # Errors about the file itself (READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB): their
 # messages name the file, which SQLite's own text does not.
 _FILE_CODES = (8, 10, 11, 13, 14, 26)
-# A read-only store's page cache, in SQLite's units (negative: KiB): an idle reader per
-# thread must not keep megabytes after one scan; an on_connect hook may set another.
-READER_CACHE_SIZE = -64
+# A read-only store's page cache, in pages: an idle reader per thread must not keep
+# megabytes after one scan, and 8 pages hold a B-tree's upper levels for point reads (a
+# transaction's pages are dropped anyway when another connection commits).  An on_connect
+# hook may set another.
+READER_CACHE_PAGES = 8
 _opened = itertools.count(1)
 _last_opened = 0
 
@@ -588,8 +591,11 @@ class SQLiteDatabase(Database):
         global _last_opened
         config = self.config
         try:
-            raw = dbapi.connect(self._target, timeout=config.timeout, isolation_level=None,
-                                check_same_thread=False, uri=config.in_memory)
+            def open_raw() -> Any:
+                return dbapi.connect(self._target, timeout=config.timeout, isolation_level=None,
+                                     check_same_thread=False, uri=config.in_memory)
+            # An idle reader per thread: SQLite's small-allocation pool is most of its heap.
+            raw = connect_without_lookaside(open_raw) if read_only else open_raw()
             # Values below come from the validated config (fixed word lists), never raw URI text.
             if config.journal_mode is not None and not read_only:
                 raw.execute("PRAGMA journal_mode = %s" % config.journal_mode).fetchall()
@@ -599,7 +605,10 @@ class SQLiteDatabase(Database):
                 raw.execute("PRAGMA foreign_keys = %s" % config.foreign_keys)
             if read_only:
                 raw.execute("PRAGMA query_only = 1")
-                raw.execute("PRAGMA cache_size = %d" % READER_CACHE_SIZE)
+                # Reading the schema for the first PRAGMA allocated a 20-page block at the
+                # default size; an empty cache frees it, and the next block is our size.
+                raw.execute("PRAGMA cache_size = 0")
+                raw.execute("PRAGMA cache_size = %d" % READER_CACHE_PAGES)
         except dbapi.Error as error:
             raise self.wrap_dbapi_error(error, f"cannot open {config.describe()}: ") from None
         if self.on_connect is not None:

@@ -26,6 +26,7 @@ a baseline that fails at its full lock timeout cannot stall the run.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -478,15 +479,20 @@ def logging_off_run(target: Target, threads: int, units: int, workload: str,
 def reader_store_rss(target: SQLiteTarget, stores: int = RSS_STORES) -> float:
     """KiB of RSS per idle read store: ``stores`` threads each open one and read a row.
 
-    RSS is taken with the threads started and idle, then once each holds its
-    store, so the threads' own stacks are not counted.
+    Each thread first runs the same read on a connection of its own and closes it, so
+    the stack and heap a thread touches by querying at all are in place before the
+    first figure; the second is taken once each holds its store.  Freed heap is given
+    back to the system before each figure (glibc's ``malloc_trim``).
     """
     manager = StoreManager()
     manager.configure("bench", target.manager_uri("queue"))
     go, opened, done = threading.Event(), threading.Barrier(stores + 1), threading.Event()
     started = threading.Barrier(stores + 1)
+    read = f"SELECT n FROM {COUNTER} WHERE id = 1"
 
     def holder() -> None:
+        with closing(target.connect()) as connection:
+            connection.execute(read).fetchall()
         started.wait()
         go.wait()
         try:
@@ -514,7 +520,11 @@ def reader_store_rss(target: SQLiteTarget, stores: int = RSS_STORES) -> float:
 
 
 def _rss_bytes() -> int:
-    """This process's resident set size (Linux ``/proc``; elsewhere 0, reported as such)."""
+    """This process's resident set size after freed heap is given back (Linux; else 0)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the figure keeps freed heap
+        pass
     try:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
