@@ -264,7 +264,7 @@ OPTION_WORDS = {
 # Every statement the library itself runs on a connection: fixed words and numbers only.
 OWN_STATEMENT = re.compile(
     r"^(PRAGMA (journal_mode|synchronous|foreign_keys|query_only|busy_timeout) = [a-z0-9]+"
-    r"|PRAGMA cache_size = -[0-9]+"
+    r"|PRAGMA cache_size = [0-9]+"
     r"|PRAGMA data_version|BEGIN( IMMEDIATE)?|COMMIT|ROLLBACK"
     r"|(SAVEPOINT|RELEASE|ROLLBACK TO) storemgr_sp[0-9]+)$")
 MARKER = "zq'x;DROP TABLE t"
