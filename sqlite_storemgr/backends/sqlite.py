@@ -26,10 +26,10 @@ from storm.tracer import _tracers, trace
 from storm.uri import URI
 
 from . import forking
-from .lookaside import connect_without_lookaside
 from .dialect import (
     BUSY_BEGIN, BUSY_COMMIT, BUSY_READ, BUSY_TRANSACTION, WriteTracking, busy_phase,
     is_write_statement)
+from .lookaside import connect_without_lookaside
 from ..errors import READ_ONLY_MESSAGE, ConfigError, DatabaseMovedError, ReadOnlyStoreError
 from ..uri import SQLiteConfig, config_from_storm_uri
 
