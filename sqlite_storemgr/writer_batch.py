@@ -168,7 +168,7 @@ class Batch:
         alone = len(units) == 1  # its failure is the transaction's: no savepoint needed
         begin_write(store, policy)
         for unit in units:
-            savepoint = store.open_savepoint() if self.isolated else None
+            savepoint = store.open_savepoint() if self.isolated and not alone else None
             self.running = unit
             try:
                 if unit.reads:
@@ -179,12 +179,12 @@ class Batch:
             except Exception as error:
                 if busy_phase(error) is not None or isinstance(error, DisconnectionError):
                     raise  # the policy rolls the whole batch back and re-runs it
-                if alone:
-                    self.outcomes.append((unit.future, False, error))
-                    self.failed_alone = True
-                    return
                 if savepoint is None:
-                    self.needs_isolation = True  # rolled back; run again with savepoints
+                    if alone:
+                        self.outcomes.append((unit.future, False, error))
+                        self.failed_alone = True
+                    else:
+                        self.needs_isolation = True  # rolled back; run again with savepoints
                     return
                 try:
                     store.rollback_savepoint(savepoint)
